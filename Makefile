@@ -1,0 +1,44 @@
+# wordstream — every entry point a user or CI needs. `.venv` lives in the repo.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast lint run stop bench cluster-up cluster-down clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@scripts/check_java.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff check --select AIR3 --preview dags/
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not spark and not airflow and not e2e and not cluster"
+
+run: setup
+	$(BIN)/python -m wordstream.stack run
+
+stop:
+	$(BIN)/python -m wordstream.stack stop
+
+bench: setup
+	$(BIN)/python -m bench
+
+cluster-up: setup
+	$(BIN)/python -m wordstream.cluster up
+
+cluster-down:
+	$(BIN)/python -m wordstream.cluster down

@@ -1,0 +1,213 @@
+"""The stop/status protocol of a streaming engine (architecture.md), in one place.
+
+Three files per engine in the state directory:
+
+* ``<engine>.lock`` — held with ``flock`` by the driver for its whole life. The kernel drops the lock
+  when the process dies, however it dies, so "is the lock held" is the truth about "is it running".
+* ``<engine>.stop`` — the stop marker. The driver polls it (and SIGTERM) at least every second and
+  stops between batches.
+* ``<engine>.status.json`` — replaced atomically (write + fsync + rename) after every batch.
+
+Used by the Spark apps, the DAGs, the CLI and the UI; nothing else reimplements it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+LIVE_STATES = ("starting", "running", "stopping")
+
+
+class EngineBusyError(RuntimeError):
+    """Another driver of the same engine holds the lock."""
+
+
+def lock_path(state_dir: Path, engine: str) -> Path:
+    return Path(state_dir) / f"{engine}.lock"
+
+
+def stop_path(state_dir: Path, engine: str) -> Path:
+    return Path(state_dir) / f"{engine}.stop"
+
+
+def status_path(state_dir: Path, engine: str) -> Path:
+    return Path(state_dir) / f"{engine}.status.json"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@contextmanager
+def hold_lock(state_dir: Path, engine: str, wait_seconds: float = 2.0) -> Iterator[None]:
+    """Hold the engine lock for the duration of the block, or raise EngineBusyError.
+
+    Waits briefly because :func:`is_running` probes the lock with a shared flock for an instant.
+    """
+    path = lock_path(state_dir, engine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_pid(fd)
+                    raise EngineBusyError(
+                        f"{engine} is already running (lock {path} held"
+                        + (f" by pid {holder})" if holder else ")")
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def is_running(state_dir: Path, engine: str) -> bool:
+    """True while some process holds the engine lock."""
+    path = lock_path(state_dir, engine)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        return False
+    finally:
+        os.close(fd)
+
+
+def wait_until_stopped(state_dir: Path, engine: str, timeout: float) -> bool:
+    """Wait until the lock is released; True if it was within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while is_running(state_dir, engine):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def request_stop(state_dir: Path, engine: str) -> None:
+    """Ask a running driver to stop gracefully after its current batch."""
+    path = stop_path(state_dir, engine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(utc_now() + "\n")
+
+
+def clear_stop(state_dir: Path, engine: str) -> None:
+    stop_path(state_dir, engine).unlink(missing_ok=True)
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """Readers see the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_status(state_dir: Path, engine: str, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the engine's status file and stamp ``updated_at``."""
+    path = status_path(state_dir, engine)
+    status = _load(path) or {}
+    status.update(fields, engine=engine, updated_at=utc_now())
+    write_json_atomically(path, status)
+    return status
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+
+
+def read_status(state_dir: Path, engine: str) -> dict[str, Any]:
+    """The engine's status, corrected by the lock: a live state without a live driver is ``failed``."""
+    status = _load(status_path(state_dir, engine)) or {"engine": engine, "state": "never started"}
+    running = is_running(state_dir, engine)
+    if status.get("state") in LIVE_STATES and not running:
+        status["state"] = "failed"
+        status["reason"] = "driver exited without writing a final status (killed?)"
+    status["lock_held"] = running
+    return status
+
+
+class StopWatcher:
+    """Turns the stop marker and SIGTERM into one flag the driver loop polls.
+
+    SIGTERM is the same graceful path as the marker; the handler only sets a flag, the loop stops.
+    """
+
+    def __init__(self, state_dir: Path, engine: str) -> None:
+        self.state_dir = Path(state_dir)
+        self.engine = engine
+        self._signalled = threading.Event()
+        self.reason = ""
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: object) -> None:
+            self.reason = f"signal {signal.Signals(signum).name}"
+            self._signalled.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+
+    def should_stop(self) -> bool:
+        if self._signalled.is_set():
+            return True
+        if stop_path(self.state_dir, self.engine).exists():
+            self.reason = "stop marker"
+            return True
+        return False
+
+
+def start_parent_watchdog(on_orphaned: Any, interval: float = 0.5) -> threading.Thread:
+    """Call ``on_orphaned()`` once when this process's parent dies.
+
+    Under spark-submit the Python driver is a child of the JVM that spark-submit started. When that
+    JVM is killed (the Spark provider's on_kill sends SIGKILL) the driver is reparented; without this
+    it would live on as an orphan.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        on_orphaned()
+
+    thread = threading.Thread(target=watch, name="parent-watchdog", daemon=True)
+    thread.start()
+    return thread

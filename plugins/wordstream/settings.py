@@ -1,0 +1,142 @@
+"""One definition of every path and knob.
+
+Everything derives from ``WORDSTREAM_DATA_DIR`` (default ``<repo>/data``); other knobs are
+``WORDSTREAM_*`` environment variables read when a :class:`Settings` is built, so a test or a DAG run
+can point the whole workflow at another directory by setting one variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Engine = Literal["structured", "dstream"]
+ENGINES: tuple[Engine, ...] = ("structured", "dstream")
+KeyMode = Literal["words", "lines"]
+KEY_MODES: tuple[KeyMode, ...] = ("words", "lines")
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+SPARK_APPS_DIR = REPO_DIR / "spark_apps"
+
+
+def check_engine(name: str) -> Engine:
+    """Return ``name`` as an :data:`Engine`, or raise ValueError with the accepted names."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+    return name  # type: ignore[return-value]
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths of the data flow and the knobs with their defaults."""
+
+    data_dir: Path
+    batch_seconds: int = 2
+    stable_seconds: int = 1
+    max_file_bytes: int = 256 * 1024 * 1024
+    shuffle_partitions: int = 4
+    retention_days: int = 7
+    dstream_remember_seconds: int = 60
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("WORDSTREAM_DATA_DIR") or REPO_DIR / "data").resolve()
+        return cls(
+            data_dir=data_dir,
+            batch_seconds=_env_int(env, "WORDSTREAM_BATCH_SECONDS", cls.batch_seconds),
+            stable_seconds=_env_int(env, "WORDSTREAM_STABLE_SECONDS", cls.stable_seconds),
+            max_file_bytes=_env_int(env, "WORDSTREAM_MAX_FILE_BYTES", cls.max_file_bytes),
+            shuffle_partitions=_env_int(env, "WORDSTREAM_SHUFFLE_PARTITIONS", cls.shuffle_partitions),
+            retention_days=_env_int(env, "WORDSTREAM_RETENTION_DAYS", cls.retention_days),
+            dstream_remember_seconds=_env_int(
+                env, "WORDSTREAM_DSTREAM_REMEMBER_SECONDS", cls.dstream_remember_seconds
+            ),
+        )
+
+    # -- the folder layout (architecture.md) -------------------------------------------------
+    @property
+    def landing(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def watch_root(self) -> Path:
+        return self.data_dir / "watch"
+
+    def watch(self, engine: Engine) -> Path:
+        """Each engine watches its own folder, so resetting one never disturbs the other."""
+        return self.watch_root / engine
+
+    def checkpoint(self, engine: Engine) -> Path:
+        return self.data_dir / "checkpoints" / engine
+
+    def output(self, engine: Engine) -> Path:
+        return self.data_dir / "output" / engine
+
+    @property
+    def rotated(self) -> Path:
+        """Checkpoints and outputs of finished epochs, kept until cleanup expires them."""
+        return self.data_dir / "rotated"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def archive(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def state(self) -> Path:
+        return self.data_dir / "state"
+
+    @property
+    def ledger(self) -> Path:
+        return self.state / "ledger.sqlite"
+
+    def ensure_dirs(self) -> None:
+        """Create every folder of the layout (idempotent)."""
+        for path in (self.landing, self.quarantine, self.archive, self.state, self.rotated):
+            path.mkdir(parents=True, exist_ok=True)
+        for engine in ENGINES:
+            for path in (self.watch(engine), self.checkpoint(engine).parent, self.output(engine).parent):
+                path.mkdir(parents=True, exist_ok=True)
+
+    def app_args(self, engine: Engine, keys: KeyMode = "words", batch_seconds: int | None = None,
+                 timeout: int | None = None) -> list[str]:
+        """The Spark application's command line (architecture.md), as the DAGs and tests pass it."""
+        args = [
+            "--watch", str(self.watch(engine)),
+            "--checkpoint", str(self.checkpoint(engine)),
+            "--output", str(self.output(engine)),
+            "--state-dir", str(self.state),
+            "--keys", keys,
+            "--batch-seconds", str(batch_seconds or self.batch_seconds),
+        ]
+        if timeout:
+            args += ["--timeout", str(timeout)]
+        return args
+
+    def spark_conf(self) -> dict[str, str]:
+        """Spark settings every wordstream application runs with."""
+        remember = f"{self.dstream_remember_seconds}s"
+        return {
+            "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+            "spark.streaming.fileStream.minRememberDuration": remember,
+            "spark.ui.showConsoleProgress": "false",
+            "spark.sql.streaming.stateStore.providerClass":
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        }
