@@ -185,6 +185,11 @@ class StopWatcher:
 
         signal.signal(signal.SIGTERM, on_signal)
 
+    def request(self, reason: str) -> None:
+        """Stop from inside the driver (timeout, launcher gone), same path as the marker."""
+        self.reason = reason
+        self._signalled.set()
+
     def should_stop(self) -> bool:
         if self._signalled.is_set():
             return True
@@ -192,22 +197,3 @@ class StopWatcher:
             self.reason = "stop marker"
             return True
         return False
-
-
-def start_parent_watchdog(on_orphaned: Any, interval: float = 0.5) -> threading.Thread:
-    """Call ``on_orphaned()`` once when this process's parent dies.
-
-    Under spark-submit the Python driver is a child of the JVM that spark-submit started. When that
-    JVM is killed (the Spark provider's on_kill sends SIGKILL) the driver is reparented; without this
-    it would live on as an orphan.
-    """
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        on_orphaned()
-
-    thread = threading.Thread(target=watch, name="parent-watchdog", daemon=True)
-    thread.start()
-    return thread

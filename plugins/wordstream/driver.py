@@ -1,0 +1,237 @@
+"""The life of a streaming driver, shared by both engines.
+
+Argument parsing, the engine lock, the stop marker / SIGTERM loop, per-batch progress lines and
+status, the ledger update, and the watchdogs that keep a driver from outliving whoever launched it.
+The engines differ only in how they build and stop their Spark stream (``spark_apps/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from wordstream import control, results
+from wordstream.keys import check_key_mode
+from wordstream.settings import KEY_MODES, KeyMode, Settings
+
+STOP_WITH_LAUNCHER_ENV = "WORDSTREAM_STOP_WITH_LAUNCHER"
+TOP_WORDS = 20
+TOP_WORDS_REFRESH_SECONDS = 10.0
+EPOCH_FILE = "wordstream-epoch.json"
+
+
+@dataclass(frozen=True)
+class AppArgs:
+    """The application command line of architecture.md."""
+
+    watch: Path
+    checkpoint: Path
+    output: Path
+    state_dir: Path
+    keys: KeyMode
+    batch_seconds: int
+    timeout: float | None
+    available_now: bool
+
+
+def parse_app_args(engine: str, argv: Sequence[str] | None = None) -> AppArgs:
+    """Parse and validate; on a bad argument print one line to stderr and exit 2."""
+    defaults = Settings.from_env()
+    parser = argparse.ArgumentParser(prog=f"{engine}_wordcount.py")
+    parser.add_argument("--watch", type=Path, required=True, help="directory the stream reads")
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True, help="Parquet results of this engine")
+    parser.add_argument("--state-dir", type=Path, required=True, help="lock, stop marker, status, ledger")
+    parser.add_argument("--keys", choices=KEY_MODES, default="words")
+    parser.add_argument("--batch-seconds", type=int, default=defaults.batch_seconds)
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="stop gracefully after this many seconds (absent: run until stopped)")
+    parser.add_argument("--available-now", action="store_true",
+                        help="process everything present, commit, exit 0 (structured only)")
+    ns = parser.parse_args(argv)
+    problems = []
+    if ns.batch_seconds < 1:
+        problems.append(f"--batch-seconds must be at least 1, got {ns.batch_seconds}")
+    if ns.timeout is not None and ns.timeout <= 0:
+        problems.append(f"--timeout must be positive, got {ns.timeout}")
+    if ns.available_now and engine != "structured":
+        problems.append("--available-now is supported by the structured engine only")
+    if not ns.watch.is_dir():
+        problems.append(f"--watch {ns.watch} is not a directory")
+    if problems:
+        parser.error("; ".join(problems))
+    return AppArgs(
+        watch=ns.watch.resolve(), checkpoint=ns.checkpoint.resolve(), output=ns.output.resolve(),
+        state_dir=ns.state_dir.resolve(), keys=check_key_mode(ns.keys), batch_seconds=ns.batch_seconds,
+        timeout=ns.timeout, available_now=ns.available_now,
+    )
+
+
+def spark_conf_defaults(conf: Any) -> Any:
+    """Fill in wordstream's Spark settings that spark-submit did not set (never the master)."""
+    for key, value in Settings.from_env().spark_conf().items():
+        if not conf.contains(key):
+            conf.set(key, value)
+    return conf
+
+
+def check_epoch(args: AppArgs, engine: str) -> None:
+    """A checkpoint belongs to one key mode: refuse to mix modes within an epoch."""
+    marker = args.checkpoint / EPOCH_FILE
+    if marker.exists():
+        recorded = json.loads(marker.read_text()).get("keys")
+        if recorded != args.keys:
+            raise SystemExit(
+                f"{engine}: checkpoint {args.checkpoint} was started with --keys {recorded}; "
+                f"reset the engine to count with --keys {args.keys}"
+            )
+    else:
+        args.checkpoint.mkdir(parents=True, exist_ok=True)
+        control.write_json_atomically(marker, {"keys": args.keys, "engine": engine,
+                                               "started_at": control.utc_now()})
+
+
+def _ppid_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Driver:
+    """Context manager around one streaming driver's life.
+
+    ``with Driver(engine, args) as driver:`` holds the lock, writes ``starting``; on exit writes
+    ``stopped`` or ``failed``. ``batch_done`` is called after each committed batch.
+    """
+
+    def __init__(self, engine: str, args: AppArgs) -> None:
+        self.engine = engine
+        self.args = args
+        self.stop = control.StopWatcher(args.state_dir, engine)
+        self._lock = control.hold_lock(args.state_dir, engine)
+        self._top: list[tuple[str, int]] = []
+        self._top_refreshed = 0.0
+        self._closing = threading.Event()
+
+    def __enter__(self) -> Driver:
+        try:
+            self._lock.__enter__()
+        except control.EngineBusyError as error:
+            print(f"{self.engine}: refusing to start: {error}", file=sys.stderr)
+            raise SystemExit(3) from None
+        control.clear_stop(self.args.state_dir, self.engine)
+        self.stop.install_signal_handlers()
+        self._start_watchdogs()
+        control.write_status(
+            self.args.state_dir, self.engine, state="starting", pid=os.getpid(),
+            started_at=control.utc_now(), keys=self.args.keys, batch_id=None, reason=None,
+            watch=str(self.args.watch), output=str(self.args.output),
+        )
+        self.log(f"starting: watch={self.args.watch} keys={self.args.keys} "
+                 f"batch_seconds={self.args.batch_seconds} timeout={self.args.timeout}")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._closing.set()
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+            fields: dict[str, Any] = {"state": "stopped", "reason": self.stop.reason or "finished"}
+        else:
+            fields = {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]}
+        control.write_status(self.args.state_dir, self.engine, stopped_at=control.utc_now(), **fields)
+        control.clear_stop(self.args.state_dir, self.engine)
+        self.log(f"{fields['state']}: {fields['reason']}")
+        self._lock.__exit__(exc_type, exc, tb)
+
+    # -- progress ---------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        print(f"[wordstream {self.engine}] {message}", file=sys.stderr, flush=True)
+
+    def running(self) -> None:
+        control.write_status(self.args.state_dir, self.engine, state="running")
+
+    def batch_done(self, batch_id: int | str, rows_in: int, seconds: float, files: list[str],
+                   rows_out: int, input_rate: float | None = None) -> None:
+        """One progress line, the ledger's processed marks and a fresh status, after each batch."""
+        from wordstream.ledger import Ledger
+
+        ledger = Ledger(self.args.state_dir / "ledger.sqlite")
+        if files:
+            ledger.mark_processed(self.engine, str(batch_id), [Path(f).name for f in files])
+        processed_rate = rows_in / seconds if seconds > 0 else 0.0
+        self.log(f"batch {batch_id}: {rows_in} rows in, {len(files)} files, {rows_out} keys out, "
+                 f"{processed_rate:,.0f} rows/s, {seconds * 1000:.0f} ms")
+        control.write_status(
+            self.args.state_dir, self.engine, state="running", batch_id=batch_id,
+            batch_time=control.utc_now(), input_rows=rows_in, batch_duration_ms=round(seconds * 1000),
+            input_rows_per_second=round(input_rate if input_rate is not None else processed_rate, 1),
+            processed_rows_per_second=round(processed_rate, 1),
+            files_in_batch=len(files), files_processed=ledger.processed_count(self.engine),
+            top_words=self.top_words(),
+        )
+
+    def top_words(self) -> list[tuple[str, int]]:
+        """Top words from the persisted results, re-read at most every few seconds."""
+        now = time.monotonic()
+        if now - self._top_refreshed >= TOP_WORDS_REFRESH_SECONDS or not self._top:
+            totals = results.read_totals(self.args.output, results.SEMANTICS[self.engine])
+            self._top = results.ranked(totals, TOP_WORDS)
+            self._top_refreshed = now
+        return self._top
+
+    # -- the stop loop ----------------------------------------------------------------------
+    def run_until_stopped(self, await_termination: Callable[[float], bool]) -> str:
+        """Poll every second until the stream ends, the timeout passes or a stop is requested.
+
+        ``await_termination(seconds)`` returns True when the stream has terminated by itself.
+        Returns why the loop ended.
+        """
+        deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
+        while True:
+            if await_termination(1.0):
+                return "terminated"
+            if self.stop.should_stop():
+                return self.stop.reason
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stop.reason = f"timeout after {self.args.timeout:g} s"
+                return self.stop.reason
+
+    def stopping(self) -> None:
+        control.write_status(self.args.state_dir, self.engine, state="stopping",
+                             reason=self.stop.reason)
+        self.log(f"stopping gracefully ({self.stop.reason})")
+
+    # -- watchdogs --------------------------------------------------------------------------
+    def _start_watchdogs(self) -> None:
+        """Never outlive the launcher.
+
+        The Python driver is a child of the spark-submit JVM. If that JVM dies (the Spark provider's
+        on_kill SIGKILLs it) the driver exits at once. When launched by Airflow
+        (``WORDSTREAM_STOP_WITH_LAUNCHER=1``) the driver also stops gracefully if the process that
+        ran spark-submit (the task) disappears, so a killed task leaves no Spark behind.
+        """
+        jvm = os.getppid()
+        launcher = _ppid_of(jvm) if os.environ.get(STOP_WITH_LAUNCHER_ENV) == "1" else None
+
+        def watch() -> None:
+            while not self._closing.is_set():
+                if os.getppid() != jvm:
+                    self.log("spark-submit JVM is gone; exiting")
+                    control.write_status(self.args.state_dir, self.engine, state="failed",
+                                         reason="spark-submit JVM exited under the driver")
+                    os._exit(1)
+                if launcher is not None and _ppid_of(jvm) != launcher and not self.stop.reason:
+                    self.stop.request("launcher exited")
+                time.sleep(0.5)
+
+        threading.Thread(target=watch, name="wordstream-watchdog", daemon=True).start()

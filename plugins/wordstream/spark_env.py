@@ -1,0 +1,48 @@
+"""How to launch spark-submit so it runs the Spark this project pinned.
+
+``spark-submit`` finds SPARK_HOME through whichever ``python3`` is first on PATH, so a launcher
+(Airflow's task, a test, the stack) must set PATH, SPARK_HOME and the Python of driver and executors
+explicitly. One definition, used everywhere spark-submit is started.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from wordstream.settings import SPARK_APPS_DIR, Engine
+
+
+def spark_home() -> Path:
+    """The pip-installed pyspark folder: a full Spark with bin/spark-submit and jars/."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pyspark is not installed in this Python; run `make setup`")
+    return Path(spec.origin).parent
+
+
+def spark_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Variables to add to a spark-submit's environment (PATH with this venv's bin first)."""
+    base = os.environ if base is None else base
+    bin_dir = str(Path(sys.executable).parent)
+    path = base.get("PATH", "/usr/bin:/bin")
+    if path.split(os.pathsep)[0] != bin_dir:
+        path = os.pathsep.join([bin_dir, path])
+    return {
+        "PATH": path,
+        "SPARK_HOME": str(spark_home()),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
+
+
+def spark_submit_binary() -> str:
+    return str(spark_home() / "bin" / "spark-submit")
+
+
+def application(engine: Engine) -> str:
+    """The path of an engine's Spark application file."""
+    return str(SPARK_APPS_DIR / f"{engine}_wordcount.py")

@@ -1,0 +1,205 @@
+"""Test support: an independent reference, a deterministic corpus and real spark-submit processes.
+
+The reference is written from the contract in architecture.md with plain loops, sharing no code with
+the package, so a bug in ``wordstream.keys`` cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from wordstream import control
+from wordstream.settings import Engine, Settings
+from wordstream.spark_env import application, spark_env, spark_submit_binary
+
+ASCII_WHITESPACE = " \t\n\x0b\x0c\r"
+
+
+def reference_lines(text: str) -> list[str]:
+    """Lines as Hadoop's line reader yields them: ``\\n``, ``\\r\\n`` or ``\\r`` end a line."""
+    lines: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char in "\r\n":
+            lines.append("".join(current))
+            current = []
+            if char == "\r" and i + 1 < len(text) and text[i + 1] == "\n":
+                i += 1
+        else:
+            current.append(char)
+        i += 1
+    if current:
+        lines.append("".join(current))
+    return lines
+
+
+def reference_tokens(line: str) -> list[str]:
+    tokens: list[str] = []
+    current: list[str] = []
+    for char in line:
+        if char in ASCII_WHITESPACE:
+            if current:
+                tokens.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        tokens.append("".join(current))
+    return tokens
+
+
+def reference_counts(paths: Iterable[Path], mode: str) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for path in paths:
+        for line in reference_lines(Path(path).read_bytes().decode("utf-8")):
+            counts.update([line] if mode == "lines" else reference_tokens(line))
+    return dict(counts)
+
+
+VOCABULARY = [
+    "the", "The", "spark", "Spark", "stream", "word", "count", "data", "file", "end.", "(x)", "don't",
+    "naïve", "Straße", "日本語", "emoji🙂", "a\u00a0b", "--", "x", "über", "ÉCOLE", "éc", "42", "3.14",
+    "\"quoted\"", "comma,separated", "semi;colon",
+]
+SEPARATORS = [" ", " ", " ", "  ", "\t", " \t ", "\x0b", "\x0c"]
+LINE_ENDS = ["\n", "\n", "\n", "\r\n", "\r"]
+
+
+def corpus_text(rng: random.Random, lines: int) -> str:
+    """Lines with the edge cases of the key contract: unicode, tabs, CR/CRLF, blanks, long lines."""
+    out: list[str] = []
+    for _ in range(lines):
+        kind = rng.random()
+        if kind < 0.05:
+            line = ""
+        elif kind < 0.08:
+            line = rng.choice(SEPARATORS) * 3
+        elif kind < 0.10:
+            line = " ".join(rng.choice(VOCABULARY) for _ in range(2000))
+        else:
+            words = [rng.choice(VOCABULARY) for _ in range(rng.randint(1, 12))]
+            line = "".join(w + rng.choice(SEPARATORS) for w in words).rstrip(" ")
+            if rng.random() < 0.1:
+                line = " " + line
+        out.append(line + rng.choice(LINE_ENDS))
+    text = "".join(out)
+    return text if rng.random() < 0.7 else text.rstrip("\r\n")
+
+
+def write_corpus(folder: Path, files: int, seed: int, lines: int = 60, prefix: str = "part") -> list[Path]:
+    """Deterministic text files (not yet visible to any stream: callers publish them)."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(files):
+        path = folder / f"{prefix}-{seed}-{index:04d}.txt"
+        path.write_text(corpus_text(rng, lines), encoding="utf-8", newline="")
+        paths.append(path)
+    return paths
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class SparkApp:
+    """One engine's application under a real spark-submit, in its own process group."""
+
+    def __init__(self, engine: Engine, settings: Settings, log: Path, keys: str = "words",
+                 batch_seconds: int = 1, timeout: int | None = None, available_now: bool = False,
+                 master: str = "local[2]") -> None:
+        self.engine = engine
+        self.settings = settings
+        self.log = log
+        self.args = settings.app_args(engine, keys=keys, batch_seconds=batch_seconds, timeout=timeout)
+        if available_now:
+            self.args.append("--available-now")
+        self.master = master
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        conf = [item for k, v in self.settings.spark_conf().items() for item in ("--conf", f"{k}={v}")]
+        return [spark_submit_binary(), "--master", self.master, *conf, application(self.engine), *self.args]
+
+    def start(self) -> SparkApp:
+        self.settings.ensure_dirs()
+        env = {**os.environ, **spark_env(), "WORDSTREAM_DATA_DIR": str(self.settings.data_dir)}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        return self
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def wait_running(self, timeout: float = 120) -> None:
+        def running() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.engine} exited {self.proc.returncode}:\n{self.tail()}")
+            return control.read_status(self.settings.state, self.engine).get("state") == "running"
+
+        wait_until(running, timeout, f"{self.engine} to be running")
+
+    def stop_gracefully(self, timeout: float = 60) -> int:
+        control.request_stop(self.settings.state, self.engine)
+        return self.wait(timeout)
+
+    def kill9(self) -> None:
+        """SIGKILL every process of the application (JVM, Python driver, Python workers)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        wait_until(lambda: not group_members(self.proc.pid), 30, "killed processes to disappear")
+
+    def cleanup(self) -> None:
+        if self.proc is not None and group_members(self.proc.pid):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return members
+
+
+def processes_mentioning(text: str) -> list[psutil.Process]:
+    """Live processes whose command line contains ``text`` (e.g. a test's data directory)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and text in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
