@@ -1,0 +1,69 @@
+"""
+### Stage incoming files
+
+Moves files that producers drop into `data/landing/` into the folders the streams watch, safely.
+
+1. **wait_for_landing_files** — a sensor that succeeds as soon as a *stable* file is in landing
+   (not growing, not a hidden/temp/partial name).
+2. **stage_files** — stages every stable file in one batch: validate (readable UTF-8 text within the
+   size limit), dedupe by content hash, publish atomically into each engine's `data/watch/<engine>/`
+   with a fresh mtime, move the original to `data/archive/`, send rejects to `data/quarantine/` with a
+   reason file, record everything in the ledger (`wordstream ledger`). Emits an event on the
+   `wordstream_watch` asset. If the task dies half way, the next run completes the batch; no file is
+   ever staged twice.
+
+**Why a poking sensor on a continuous schedule.** `@continuous` starts the next run as soon as one
+ends, and the sensor pokes every second in `poke` mode. A deferrable sensor frees its worker slot
+while waiting, but each hand-over between triggerer and worker adds seconds before staging starts;
+a rescheduled sensor pays the scheduler's loop on every poke. The stream's latency budget (file
+dropped → counted within a few seconds) is dominated by that wait, so this DAG keeps one light
+process poking and nothing else. A sensor that sees nothing for an hour skips, and the next run
+starts at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, PokeReturnValue, dag, task
+
+from wordstream.settings import Settings
+
+WATCH_ASSET = Asset(name="wordstream_watch", uri=Settings.from_env().watch_root.as_uri())
+log = logging.getLogger(__name__)
+
+
+@dag(
+    dag_id="stage_incoming_files",
+    description="Sensor-driven staging: data/landing → data/watch/<engine>",
+    doc_md=__doc__,
+    schedule="@continuous",
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["wordstream", "staging"],
+    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(seconds=5)},
+)
+def stage_incoming_files() -> None:
+    @task.sensor(poke_interval=1, mode="poke", timeout=3600, soft_fail=True)
+    def wait_for_landing_files() -> PokeReturnValue:
+        from wordstream import staging
+
+        ready = staging.stable_candidates(Settings.from_env())
+        return PokeReturnValue(is_done=bool(ready), xcom_value=len(ready))
+
+    @task(outlets=[WATCH_ASSET])
+    def stage_files() -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from wordstream import staging
+
+        report = staging.stage(Settings.from_env(), progress=log.info)
+        return asdict(report)
+
+    wait_for_landing_files() >> stage_files()
+
+
+stage_incoming_files()

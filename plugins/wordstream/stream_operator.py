@@ -1,0 +1,65 @@
+"""SparkSubmitOperator for a long-running wordstream engine.
+
+Builds the application command line from the run's Params, sets the environment spark-submit needs,
+and makes stopping the task stop Spark: first gracefully (stop marker, so the running batch commits),
+then the provider's own kill of spark-submit. The driver's watchdog (``wordstream.driver``) covers the
+rest: it exits when its JVM dies and stops when the task process disappears.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+from wordstream import control
+from wordstream.driver import STOP_WITH_LAUNCHER_ENV
+from wordstream.keys import check_key_mode
+from wordstream.settings import Engine, Settings
+from wordstream.spark_env import application, spark_env
+
+GRACEFUL_KILL_SECONDS = 6.0
+
+
+def stream_args(settings: Settings, engine: Engine, params: dict[str, Any]) -> list[str]:
+    """The engine's command line from the run's Params (0 seconds of timeout = run until stopped)."""
+    timeout = int(params.get("timeout_seconds") or 0)
+    return settings.app_args(
+        engine,
+        keys=check_key_mode(str(params.get("keys", "words"))),
+        batch_seconds=int(params.get("batch_seconds") or settings.batch_seconds),
+        timeout=timeout or None,
+    )
+
+
+class StreamSubmitOperator(SparkSubmitOperator):
+    """Runs one engine until it is stopped; a graceful stop ends the task as success."""
+
+    def __init__(self, *, engine: Engine, **kwargs: Any) -> None:
+        kwargs.setdefault("conn_id", "spark_default")
+        kwargs.setdefault("name", f"wordstream-{engine}")
+        super().__init__(application=application(engine), **kwargs)
+        self.engine = engine
+
+    def execute(self, context: Any) -> Any:
+        settings = Settings.from_env()
+        settings.ensure_dirs()
+        self.application_args = stream_args(settings, self.engine, dict(context["params"]))
+        self.conf = {**settings.spark_conf(), **(self.conf or {})}
+        self.env_vars = {
+            **spark_env(),
+            "WORDSTREAM_DATA_DIR": str(settings.data_dir),
+            STOP_WITH_LAUNCHER_ENV: "1",
+            **(self.env_vars or {}),
+        }
+        self.log.info("starting %s: %s", self.engine, " ".join(self.application_args))
+        return super().execute(context)
+
+    def on_kill(self) -> None:
+        """Ask the driver to stop after its batch; if it has not within a few seconds, kill it."""
+        state_dir = Settings.from_env().state
+        if control.is_running(state_dir, self.engine):
+            control.request_stop(state_dir, self.engine)
+            if control.wait_until_stopped(state_dir, self.engine, GRACEFUL_KILL_SECONDS):
+                self.log.info("%s stopped gracefully", self.engine)
+        super().on_kill()

@@ -1,0 +1,24 @@
+"""Fixtures shared by every tier: an isolated data directory per test, and a leak check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import processes_mentioning, wait_until
+
+from wordstream.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """A whole data directory of its own; no process that mentions it may outlive the test."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("WORDSTREAM_DSTREAM_REMEMBER_SECONDS", "5")
+    result = Settings.from_env()
+    result.ensure_dirs()
+    yield result
+    wait_until(lambda: not processes_mentioning(str(data_dir)), 30,
+               f"every process using {data_dir} to exit")
