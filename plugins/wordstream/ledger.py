@@ -1,0 +1,391 @@
+"""The ledger: what happened to every landing file, and what each engine did with its content.
+
+One SQLite database (``data/state/ledger.sqlite``) shared by the staging task, both Spark drivers,
+the maintenance task and the CLI, possibly all at once. That is why it runs in WAL mode (readers never
+block the writer), waits up to 30 s for a busy database instead of failing, and opens a short-lived
+connection per call: no process keeps the database open between calls.
+
+Two tables:
+
+* ``files`` — one row per landing entry staging looked at. ``status`` goes
+  ``landed`` → ``staged`` | ``quarantined`` | ``duplicate``. A row stays ``landed`` only while
+  staging works on it; a ``landed`` row found later is the trace of a crash and is resumed.
+  ``moved_to`` (relative to the data directory) is written *before* the original is moved to the
+  archive or the quarantine, so that a crash between the move and the final status can be finished.
+* ``deliveries`` — per content (sha256) and engine, the copy in that engine's watch folder. ``state``
+  goes ``publishing`` → ``published`` → ``processed`` (with the batch) or ``returned`` (a reset gave
+  the file back to landing; the next staging run publishes it again to that engine only).
+  ``publishing`` is the intent written before the copy: staging resolves it on its next start by
+  looking for the final watch file, so a crash never publishes a content twice nor loses it.
+  ``file_id`` names the file row that published, which tells a resumed file from a duplicate.
+
+Timestamps are ISO 8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from wordstream.control import utc_now
+
+FileStatus = Literal["landed", "staged", "quarantined", "duplicate"]
+FILE_STATUSES: tuple[FileStatus, ...] = ("landed", "staged", "quarantined", "duplicate")
+DeliveryState = Literal["publishing", "published", "processed", "returned"]
+DELIVERY_STATES: tuple[DeliveryState, ...] = ("publishing", "published", "processed", "returned")
+# A delivery in one of these states means the engine has (or is getting) this content.
+TAKEN_STATES: tuple[DeliveryState, ...] = ("publishing", "published", "processed")
+
+BUSY_TIMEOUT_SECONDS = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name        TEXT NOT NULL,
+    sha256      TEXT,
+    size        INTEGER,
+    status      TEXT NOT NULL,
+    reason      TEXT,
+    watch_name  TEXT,
+    moved_to    TEXT,
+    landed_at   TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_status ON files (status);
+CREATE INDEX IF NOT EXISTS files_by_sha256 ON files (sha256);
+CREATE TABLE IF NOT EXISTS deliveries (
+    sha256      TEXT NOT NULL,
+    engine      TEXT NOT NULL,
+    file_id     INTEGER NOT NULL REFERENCES files (id),
+    watch_name  TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    batch       TEXT,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (sha256, engine)
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_watch_name ON deliveries (engine, watch_name);
+CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state);
+"""
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    name: str
+    sha256: str | None
+    size: int | None
+    status: FileStatus
+    reason: str | None
+    watch_name: str | None
+    moved_to: str | None
+    landed_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    sha256: str
+    engine: str
+    file_id: int
+    watch_name: str
+    state: DeliveryState
+    batch: str | None
+    updated_at: str
+
+
+def watch_basename(name: str) -> str:
+    """The file name of a watch path, URI or plain basename (what the Spark drivers may pass)."""
+    return name.rstrip("/").rsplit("/", 1)[-1]
+
+
+class Ledger:
+    """Access to the ledger database; every method opens and closes its own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._ready = False
+
+    # -- connections -----------------------------------------------------------------------------
+    @contextmanager
+    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A short-lived connection; ``write`` takes the write lock up front (BEGIN IMMEDIATE).
+
+        Taking it up front means a read-then-write transaction never fails half way with "database is
+        locked": it waits (busy_timeout) before reading instead.
+        """
+        if not self._ready:
+            self._create_schema()
+        conn = self._open()
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        # WAL + NORMAL: a process crash loses nothing; the staging recovery copes with the rest.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _create_schema(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            conn = self._open()
+            try:
+                # Switching to WAL needs a moment alone with the file; it is a no-op once done.
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+            finally:
+                conn.close()
+        self._ready = True
+
+    # -- staging: file rows ----------------------------------------------------------------------
+    def begin(self, name: str, sha256: str | None, size: int | None) -> FileRow:
+        """The ``landed`` row of this landing file: an unfinished row for the same name and content
+        is resumed (a crashed run), otherwise a new row is added."""
+        now = utc_now()
+        with self._connect(write=True) as conn:
+            row = conn.execute(
+                "SELECT * FROM files WHERE status = 'landed' AND name = ? AND sha256 IS ? AND size IS ?"
+                " ORDER BY id LIMIT 1",
+                (name, sha256, size),
+            ).fetchone()
+            if row is None:
+                cursor = conn.execute(
+                    "INSERT INTO files (name, sha256, size, status, landed_at, updated_at)"
+                    " VALUES (?, ?, ?, 'landed', ?, ?)",
+                    (name, sha256, size, now, now),
+                )
+                row = conn.execute("SELECT * FROM files WHERE id = ?", (cursor.lastrowid,)).fetchone()
+            return _file_row(row)
+
+    def file(self, file_id: int) -> FileRow | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        return None if row is None else _file_row(row)
+
+    def unfinished_files(self) -> list[FileRow]:
+        """Rows left ``landed`` by a run that did not finish."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM files WHERE status = 'landed' ORDER BY id").fetchall()
+        return [_file_row(row) for row in rows]
+
+    def plan_move(self, file_id: int, moved_to: str, reason: str | None = None) -> None:
+        """Record where the original goes, before it is moved (see the module docstring)."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "UPDATE files SET moved_to = ?, reason = COALESCE(?, reason), updated_at = ? WHERE id = ?",
+                (moved_to, reason, utc_now(), file_id),
+            )
+
+    def finish(self, file_id: int, status: FileStatus, reason: str | None = None,
+               watch_name: str | None = None) -> None:
+        """The final status of a file row."""
+        if status not in FILE_STATUSES or status == "landed":
+            raise ValueError(f"not a final file status: {status!r}")
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "UPDATE files SET status = ?, reason = COALESCE(?, reason),"
+                " watch_name = COALESCE(?, watch_name), updated_at = ? WHERE id = ?",
+                (status, reason, watch_name, utc_now(), file_id),
+            )
+
+    def forget(self, file_id: int) -> None:
+        """Drop an unfinished row that owns no delivery: its file left landing before anything happened."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "DELETE FROM files WHERE id = ? AND status = 'landed'"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE file_id = ?)",
+                (file_id, file_id),
+            )
+
+    # -- staging: deliveries ---------------------------------------------------------------------
+    def deliveries(self, sha256: str) -> dict[str, Delivery]:
+        """The deliveries of one content, by engine."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM deliveries WHERE sha256 = ?", (sha256,)).fetchall()
+        return {row["engine"]: _delivery(row) for row in rows}
+
+    def owns_delivery(self, file_id: int) -> bool:
+        with self._connect() as conn:
+            row = conn.execute("SELECT 1 FROM deliveries WHERE file_id = ? LIMIT 1", (file_id,)).fetchone()
+        return row is not None
+
+    def claim(self, file_id: int, sha256: str, engine: str, watch_name: str) -> None:
+        """Write the intent to publish this content to ``engine`` (state ``publishing``)."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "INSERT INTO deliveries (sha256, engine, file_id, watch_name, state, batch, updated_at)"
+                " VALUES (?, ?, ?, ?, 'publishing', NULL, ?)"
+                " ON CONFLICT (sha256, engine) DO UPDATE SET file_id = excluded.file_id,"
+                " watch_name = excluded.watch_name, state = 'publishing', batch = NULL,"
+                " updated_at = excluded.updated_at",
+                (sha256, engine, file_id, watch_name, utc_now()),
+            )
+
+    def record_published(self, sha256: str, engine: str) -> None:
+        """The final watch file exists. A driver may already have marked it processed: keep that."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "UPDATE deliveries SET state = 'published', updated_at = ?"
+                " WHERE sha256 = ? AND engine = ? AND state = 'publishing'",
+                (utc_now(), sha256, engine),
+            )
+
+    def drop_claim(self, sha256: str, engine: str) -> None:
+        """Withdraw an intent whose copy never reached its final name (next run publishes again)."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "DELETE FROM deliveries WHERE sha256 = ? AND engine = ? AND state = 'publishing'",
+                (sha256, engine),
+            )
+
+    def pending_claims(self) -> list[Delivery]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM deliveries WHERE state = 'publishing'").fetchall()
+        return [_delivery(row) for row in rows]
+
+    # -- Spark drivers ---------------------------------------------------------------------------
+    def mark_processed(self, engine: str, batch: str, watch_names: Iterable[str]) -> int:
+        """Mark the deliveries of these watch files of ``engine`` processed by ``batch``.
+
+        Called by the drivers after a batch committed. ``watch_names`` are basenames (a path or a
+        ``file:`` URI is reduced to its basename). Idempotent: a delivery already processed keeps
+        its first batch; returns the number of rows changed.
+        """
+        names = sorted({watch_basename(str(name)) for name in watch_names})
+        if not names:
+            return 0
+        now = utc_now()
+        changed = 0
+        with self._connect(write=True) as conn:
+            for name in names:
+                cursor = conn.execute(
+                    "UPDATE deliveries SET state = 'processed', batch = ?, updated_at = ?"
+                    " WHERE engine = ? AND watch_name = ? AND state != 'processed'",
+                    (str(batch), now, engine, name),
+                )
+                changed += cursor.rowcount
+        return changed
+
+    # -- maintenance -----------------------------------------------------------------------------
+    def delivery_for_watch(self, engine: str, watch_name: str) -> Delivery | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM deliveries WHERE engine = ? AND watch_name = ? ORDER BY updated_at DESC",
+                (engine, watch_name),
+            ).fetchone()
+        return None if row is None else _delivery(row)
+
+    def original_name(self, engine: str, watch_name: str) -> str | None:
+        """The landing name of the file that published this watch file."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT files.name FROM deliveries JOIN files ON files.id = deliveries.file_id"
+                " WHERE deliveries.engine = ? AND deliveries.watch_name = ?"
+                " ORDER BY deliveries.updated_at DESC LIMIT 1",
+                (engine, watch_name),
+            ).fetchone()
+        return None if row is None else str(row["name"])
+
+    def mark_returned(self, engine: str, watch_name: str) -> int:
+        """A reset gives this watch file back to landing: the next staging run republishes it to
+        ``engine`` only. Processed deliveries are never returned."""
+        with self._connect(write=True) as conn:
+            cursor = conn.execute(
+                "UPDATE deliveries SET state = 'returned', batch = NULL, updated_at = ?"
+                " WHERE engine = ? AND watch_name = ? AND state != 'processed'",
+                (utc_now(), engine, watch_name),
+            )
+            return cursor.rowcount
+
+    def processed_watch_names(self, engine: str) -> set[str]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT watch_name FROM deliveries WHERE engine = ? AND state = 'processed'", (engine,)
+            ).fetchall()
+        return {row["watch_name"] for row in rows}
+
+    def unprocessed(self, engine: str) -> list[str]:
+        """Watch names published to ``engine`` (or being published) and not processed yet."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT watch_name FROM deliveries WHERE engine = ? AND state IN ('publishing', 'published')"
+                " ORDER BY updated_at, watch_name",
+                (engine,),
+            ).fetchall()
+        return [row["watch_name"] for row in rows]
+
+    # -- reports ---------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Counts of files per status and of deliveries per engine and state."""
+        with self._connect() as conn:
+            files = conn.execute("SELECT status, COUNT(*) AS n FROM files GROUP BY status").fetchall()
+            deliveries = conn.execute(
+                "SELECT engine, state, COUNT(*) AS n FROM deliveries GROUP BY engine, state"
+            ).fetchall()
+        by_status = {status: 0 for status in FILE_STATUSES}
+        by_status.update({row["status"]: row["n"] for row in files})
+        by_engine: dict[str, dict[str, int]] = {}
+        for row in deliveries:
+            states = by_engine.setdefault(row["engine"], {state: 0 for state in DELIVERY_STATES})
+            states[row["state"]] = row["n"]
+        return {"files": by_status, "total_files": sum(by_status.values()), "deliveries": by_engine}
+
+    def entries(self, limit: int, status: str | None = None) -> list[dict[str, Any]]:
+        """The newest file rows (optionally of one status), each with its deliveries by engine."""
+        if status is not None and status not in FILE_STATUSES:
+            raise ValueError(f"unknown file status {status!r}: choose one of {', '.join(FILE_STATUSES)}")
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM files WHERE (? IS NULL OR status = ?) ORDER BY id DESC LIMIT ?",
+                (status, status, limit),
+            ).fetchall()
+            result = []
+            for row in rows:
+                entry = asdict(_file_row(row))
+                delivered = conn.execute(
+                    "SELECT engine, state, batch FROM deliveries WHERE file_id = ? ORDER BY engine",
+                    (row["id"],),
+                ).fetchall()
+                entry["deliveries"] = {d["engine"]: {"state": d["state"], "batch": d["batch"]}
+                                       for d in delivered}
+                result.append(entry)
+        return result
+
+    def latest_quarantine(self, n: int) -> list[dict[str, Any]]:
+        """The ``n`` newest quarantined files with their reasons."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT id, name, reason, moved_to, updated_at FROM files WHERE status = 'quarantined'"
+                " ORDER BY id DESC LIMIT ?",
+                (n,),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+
+def _file_row(row: sqlite3.Row) -> FileRow:
+    return FileRow(**{key: row[key] for key in row.keys()})
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(**{key: row[key] for key in row.keys()})

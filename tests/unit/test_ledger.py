@@ -1,0 +1,144 @@
+"""The ledger: file rows, deliveries, the drivers' mark_processed, and several processes at once."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wordstream.ledger import Ledger, watch_basename
+
+SHA = "a" * 64
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "state" / "ledger.sqlite")
+
+
+def published(ledger: Ledger, name: str = "a.txt", sha: str = SHA, engines: tuple[str, ...] = (
+        "structured", "dstream")) -> int:
+    row = ledger.begin(name, sha, 10)
+    for engine in engines:
+        ledger.claim(row.id, sha, engine, f"{sha[:16]}-{name}")
+        ledger.record_published(sha, engine)
+    ledger.finish(row.id, "staged", watch_name=f"{sha[:16]}-{name}")
+    return row.id
+
+
+def test_database_is_in_wal_mode(ledger: Ledger) -> None:
+    ledger.summary()
+    with sqlite3.connect(ledger.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_begin_resumes_an_unfinished_row_and_adds_a_new_one_otherwise(ledger: Ledger) -> None:
+    first = ledger.begin("a.txt", SHA, 10)
+    assert ledger.begin("a.txt", SHA, 10).id == first.id  # same file, unfinished: resumed
+    assert ledger.begin("a.txt", "b" * 64, 10).id != first.id  # other content
+    ledger.finish(first.id, "staged")
+    assert ledger.begin("a.txt", SHA, 10).id != first.id  # finished rows are never resumed
+    assert ledger.begin("link", None, None).id == ledger.begin("link", None, None).id
+
+
+def test_mark_processed_is_idempotent_and_keeps_the_first_batch(ledger: Ledger) -> None:
+    published(ledger)
+    name = f"{SHA[:16]}-a.txt"
+    assert ledger.unprocessed("dstream") == [name]
+    assert ledger.mark_processed("dstream", "7", [name, f"file:///data/watch/dstream/{name}"]) == 1
+    assert ledger.mark_processed("dstream", "8", [name]) == 0
+    assert ledger.deliveries(SHA)["dstream"].state == "processed"
+    assert ledger.deliveries(SHA)["dstream"].batch == "7"
+    assert ledger.deliveries(SHA)["structured"].state == "published"  # the other engine untouched
+    assert ledger.unprocessed("dstream") == []
+    assert ledger.unprocessed("structured") == [name]
+    assert ledger.mark_processed("dstream", "9", ["unknown.txt"]) == 0
+    assert ledger.mark_processed("dstream", "9", []) == 0
+
+
+def test_processed_is_not_downgraded_by_a_late_publish_record(ledger: Ledger) -> None:
+    row = ledger.begin("a.txt", SHA, 10)
+    ledger.claim(row.id, SHA, "structured", "w.txt")
+    ledger.mark_processed("structured", "0", ["w.txt"])  # the driver saw the file first
+    ledger.record_published(SHA, "structured")
+    assert ledger.deliveries(SHA)["structured"].state == "processed"
+
+
+def test_returned_delivery_and_original_name(ledger: Ledger) -> None:
+    published(ledger, name="orig name.txt")
+    watch_name = f"{SHA[:16]}-orig name.txt"
+    assert ledger.original_name("dstream", watch_name) == "orig name.txt"
+    assert ledger.mark_returned("dstream", watch_name) == 1
+    assert ledger.deliveries(SHA)["dstream"].state == "returned"
+    ledger.mark_processed("structured", "1", [watch_name])
+    assert ledger.mark_returned("structured", watch_name) == 0  # processed is never given back
+    assert ledger.processed_watch_names("structured") == {watch_name}
+
+
+def test_forget_keeps_rows_that_own_deliveries(ledger: Ledger) -> None:
+    owner = ledger.begin("a.txt", SHA, 10)
+    ledger.claim(owner.id, SHA, "dstream", "w.txt")
+    ledger.forget(owner.id)
+    assert ledger.file(owner.id) is not None
+    loose = ledger.begin("b.txt", "c" * 64, 10)
+    ledger.forget(loose.id)
+    assert ledger.file(loose.id) is None
+
+
+def test_summary_entries_and_quarantine_reasons(ledger: Ledger) -> None:
+    published(ledger)
+    bad = ledger.begin("bad.bin", None, 3)
+    ledger.plan_move(bad.id, "quarantine/2-bad.bin", "binary: NUL byte at offset 0")
+    ledger.finish(bad.id, "quarantined")
+    summary = ledger.summary()
+    assert summary["files"] == {"landed": 0, "staged": 1, "quarantined": 1, "duplicate": 0}
+    assert summary["total_files"] == 2
+    assert summary["deliveries"]["dstream"]["published"] == 1
+    entries = ledger.entries(10)
+    assert [entry["name"] for entry in entries] == ["bad.bin", "a.txt"]
+    assert entries[1]["deliveries"]["structured"] == {"state": "published", "batch": None}
+    assert [entry["name"] for entry in ledger.entries(10, status="staged")] == ["a.txt"]
+    assert ledger.latest_quarantine(5)[0]["reason"] == "binary: NUL byte at offset 0"
+    assert ledger.latest_quarantine(5)[0]["moved_to"] == "quarantine/2-bad.bin"
+    with pytest.raises(ValueError, match="unknown file status"):
+        ledger.entries(10, status="nope")
+
+
+def test_finish_refuses_a_non_final_status(ledger: Ledger) -> None:
+    row = ledger.begin("a.txt", SHA, 10)
+    with pytest.raises(ValueError):
+        ledger.finish(row.id, "landed")
+
+
+def test_watch_basename() -> None:
+    assert watch_basename("file:///data/watch/dstream/x.txt") == "x.txt"
+    assert watch_basename("x.txt") == "x.txt"
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from wordstream.ledger import Ledger
+ledger = Ledger(Path(sys.argv[1]))
+tag = sys.argv[2]
+for i in range(150):
+    sha = f"{tag}{i:063d}"[:64]
+    row = ledger.begin(f"{tag}-{i}.txt", sha, i)
+    ledger.claim(row.id, sha, "dstream", f"{tag}-{i}.txt")
+    ledger.record_published(sha, "dstream")
+    ledger.mark_processed("dstream", str(i), [f"{tag}-{i}.txt"])
+    ledger.finish(row.id, "staged")
+"""
+
+
+def test_several_processes_write_at_once(ledger: Ledger) -> None:
+    ledger.summary()  # create the schema first, as staging does before the drivers start
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(ledger.path), tag])
+               for tag in ("1", "2", "3", "4")]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0, 0, 0]
+    summary = ledger.summary()
+    assert summary["files"]["staged"] == 600
+    assert summary["deliveries"]["dstream"]["processed"] == 600
