@@ -176,7 +176,7 @@ class Driver:
             batch_time=control.utc_now(), input_rows=rows_in, batch_duration_ms=round(seconds * 1000),
             input_rows_per_second=round(input_rate if input_rate is not None else processed_rate, 1),
             processed_rows_per_second=round(processed_rate, 1),
-            files_in_batch=len(files), files_processed=ledger.processed_count(self.engine),
+            files_in_batch=len(files), files_processed=len(ledger.processed_watch_names(self.engine)),
             top_words=self.top_words(),
         )
 
