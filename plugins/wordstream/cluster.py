@@ -13,12 +13,14 @@ later ``down`` (another process) stops exactly that and nothing else.
 
 Usage:
     python -m wordstream.cluster up [--run-dir DIR] [--master-port 7077] [--webui-port 8081] [--workers 2]
+                                   [--worker-cores 1] [--worker-memory 1g] [--app-cores N]
     python -m wordstream.cluster status [--run-dir DIR]
     python -m wordstream.cluster down [--run-dir DIR]
 
 Environment (each overridden by the matching option): ``WORDSTREAM_CLUSTER_DIR`` (default
 ``<repo>/run/cluster``), ``WORDSTREAM_CLUSTER_MASTER_PORT`` (7077), ``WORDSTREAM_CLUSTER_WEBUI_PORT``
-(8081: Airflow's API server already has 8080), ``WORDSTREAM_CLUSTER_WORKERS`` (2).
+(8081: Airflow's API server already has 8080), ``WORDSTREAM_CLUSTER_WORKERS`` (2),
+``WORDSTREAM_CLUSTER_APP_CORES`` (unset: an application takes every free core).
 
 From Python (tests, benchmarks)::
 
@@ -83,7 +85,8 @@ def port_in_use(port: int, host: str = HOST) -> bool:
         return False
 
 
-def daemon_env(run_dir: Path, name: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def daemon_env(run_dir: Path, name: str, base: Mapping[str, str] | None = None,
+               app_cores: int | None = None) -> dict[str, str]:
     """The environment of one daemon, set explicitly so nothing is inherited by accident.
 
     SPARK_HOME, PATH and PYSPARK_PYTHON come from :func:`wordstream.spark_env.spark_env`, so
@@ -96,9 +99,10 @@ def daemon_env(run_dir: Path, name: str, base: Mapping[str, str] | None = None) 
     env.update(spark_env(env))
     env["SPARK_LOCAL_IP"] = HOST
     env["SPARK_WORKER_DIR"] = str(run_dir / "work" / name)
-    env["SPARK_MASTER_OPTS"] = " ".join(
-        filter(None, [env.get("SPARK_MASTER_OPTS", ""), "-Dspark.master.rest.enabled=false"])
-    )
+    master_opts = [env.get("SPARK_MASTER_OPTS", ""), "-Dspark.master.rest.enabled=false"]
+    if app_cores:
+        master_opts.append(f"-Dspark.deploy.defaultCores={app_cores}")
+    env["SPARK_MASTER_OPTS"] = " ".join(filter(None, master_opts))
     # Spark's launcher would otherwise read a spark-env.sh/conf dir the user has lying around.
     env.pop("SPARK_CONF_DIR", None)
     return env
@@ -155,6 +159,10 @@ class LocalCluster:
 
     ``start()`` returns once the master reports every worker ALIVE; ``stop()`` stops every process
     group it started (SIGTERM, then SIGKILL after ``grace_seconds``). Both are idempotent.
+
+    ``app_cores`` caps the cores an application gets when it does not set ``spark.cores.max``
+    (the master's ``spark.deploy.defaultCores``). Unset, the first application takes every core and
+    a second one (the other engine) waits until it ends.
     """
 
     run_dir: Path = DEFAULT_RUN_DIR
@@ -163,6 +171,7 @@ class LocalCluster:
     workers: int = DEFAULT_WORKERS
     worker_cores: int = 1
     worker_memory: str = "1g"
+    app_cores: int | None = None
     start_timeout: float = 120.0
     grace_seconds: float = 5.0
     progress: Progress | None = None
@@ -324,7 +333,7 @@ class LocalCluster:
     def _spawn(self, name: str, arguments: list[str]) -> Daemon:
         log = self.run_dir / f"{name}.log"
         (self.run_dir / "work" / name).mkdir(parents=True, exist_ok=True)
-        env = daemon_env(self.run_dir, name)
+        env = daemon_env(self.run_dir, name, app_cores=self.app_cores)
         with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
             # start_new_session: own session and process group, so a Ctrl-C in the shell that ran
             # `up` does not reach the daemons, and killpg reaches the executors they fork.
@@ -431,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                         default=_env_int("WORDSTREAM_CLUSTER_WORKERS", DEFAULT_WORKERS))
     parser.add_argument("--worker-cores", type=int, default=1)
     parser.add_argument("--worker-memory", default="1g")
+    parser.add_argument("--app-cores", type=int, default=_env_int("WORDSTREAM_CLUSTER_APP_CORES", 0),
+                        help="cores per application without spark.cores.max (default: all; 1 lets "
+                             "both engines run at once on two 1-core workers)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for ALIVE workers")
     return parser
 
@@ -444,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster = LocalCluster(
         run_dir=args.run_dir, master_port=args.master_port, webui_port=args.webui_port,
         workers=args.workers, worker_cores=args.worker_cores, worker_memory=args.worker_memory,
-        start_timeout=args.timeout, progress=progress,
+        app_cores=args.app_cores or None, start_timeout=args.timeout, progress=progress,
     )
     try:
         if args.command == "up":
