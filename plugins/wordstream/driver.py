@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from wordstream.settings import KEY_MODES, KeyMode, Settings
 STOP_WITH_LAUNCHER_ENV = "WORDSTREAM_STOP_WITH_LAUNCHER"
 TOP_WORDS = 20
 TOP_WORDS_REFRESH_SECONDS = 10.0
+# The status keeps this many recent batches, so the UI can chart rates without a history store.
+RECENT_BATCHES = 30
 EPOCH_FILE = "wordstream-epoch.json"
 
 
@@ -121,6 +124,7 @@ class Driver:
         self._lock = control.hold_lock(args.state_dir, engine)
         self._top: list[tuple[str, int]] = []
         self._top_refreshed = 0.0
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_BATCHES)
         self._closing = threading.Event()
 
     def __enter__(self) -> Driver:
@@ -134,7 +138,7 @@ class Driver:
         self._start_watchdogs()
         control.write_status(
             self.args.state_dir, self.engine, state="starting", pid=os.getpid(),
-            started_at=control.utc_now(), keys=self.args.keys, batch_id=None, reason=None,
+            started_at=control.utc_now(), keys=self.args.keys, batch_id=None, reason=None, recent_batches=[],
             watch=str(self.args.watch), output=str(self.args.output),
         )
         self.log(f"starting: watch={self.args.watch} keys={self.args.keys} "
@@ -171,13 +175,20 @@ class Driver:
         processed_rate = rows_in / seconds if seconds > 0 else 0.0
         self.log(f"batch {batch_id}: {rows_in} rows in, {len(files)} files, {rows_out} keys out, "
                  f"{processed_rate:,.0f} rows/s, {seconds * 1000:.0f} ms")
+        batch = {
+            "batch_id": batch_id, "time": control.utc_now(), "input_rows": rows_in,
+            "input_rows_per_second": round(input_rate if input_rate is not None else processed_rate, 1),
+            "processed_rows_per_second": round(processed_rate, 1),
+            "batch_duration_ms": round(seconds * 1000),
+        }
+        self._recent.append(batch)
         control.write_status(
             self.args.state_dir, self.engine, state="running", batch_id=batch_id,
-            batch_time=control.utc_now(), input_rows=rows_in, batch_duration_ms=round(seconds * 1000),
-            input_rows_per_second=round(input_rate if input_rate is not None else processed_rate, 1),
-            processed_rows_per_second=round(processed_rate, 1),
+            batch_time=batch["time"], input_rows=rows_in, batch_duration_ms=batch["batch_duration_ms"],
+            input_rows_per_second=batch["input_rows_per_second"],
+            processed_rows_per_second=batch["processed_rows_per_second"],
             files_in_batch=len(files), files_processed=len(ledger.processed_watch_names(self.engine)),
-            top_words=self.top_words(),
+            top_words=self.top_words(), recent_batches=list(self._recent),
         )
 
     def top_words(self) -> list[tuple[str, int]]:
