@@ -1,0 +1,463 @@
+"""Staging on real files: stability, validation, dedupe, atomic publish, weird names, crashes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from wordstream import control, staging
+from wordstream.ledger import Ledger
+from wordstream.settings import ENGINES, Settings
+from wordstream.staging import StageReport, StagingError, stage
+
+WATCH_NAME = re.compile(r"^[0-9a-f]{16}-[A-Za-z0-9][A-Za-z0-9._-]*\.txt$")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    result = Settings(data_dir=data_dir, stable_seconds=1)
+    result.ensure_dirs()
+    return result
+
+
+def land(settings: Settings, name: str, data: bytes, age: float = 60.0) -> Path:
+    """A landing file last modified ``age`` seconds ago."""
+    path = settings.landing / name
+    path.write_bytes(data)
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+def run(settings: Settings, lines: list[str] | None = None, **kwargs: object) -> StageReport:
+    sink = lines if lines is not None else []
+    return stage(settings, progress=sink.append, recheck_seconds=0.01, **kwargs)  # type: ignore[arg-type]
+
+
+def visible(folder: Path) -> dict[str, bytes]:
+    """What a Spark file source would read: non-hidden regular files."""
+    return {p.name: p.read_bytes() for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith((".", "_"))}
+
+
+def hidden(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith((".", "_"))]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def archived(settings: Settings) -> list[bytes]:
+    return sorted(p.read_bytes() for p in settings.archive.rglob("*") if p.is_file())
+
+
+def test_valid_files_are_published_to_every_engine_and_archived(settings: Settings) -> None:
+    originals = {f"doc{i}.txt": f"hello world {i}\nsecond line é\n".encode() for i in range(5)}
+    for name, data in originals.items():
+        land(settings, name, data)
+    started = time.time()
+    report = run(settings)
+
+    assert (report.staged, report.duplicates, report.quarantined, report.skipped_unstable) == (5, 0, 0, 0)
+    assert report.published == {"structured": 5, "dstream": 5}
+    for engine in ENGINES:
+        files = visible(settings.watch(engine))
+        assert sorted(files.values()) == sorted(originals.values())  # byte for byte
+        assert all(WATCH_NAME.match(name) for name in files)
+        for name, data in files.items():
+            assert name.startswith(sha(data)[:16])
+            # a fresh mtime, though the originals are a minute old: the DStream source needs it
+            assert (settings.watch(engine) / name).stat().st_mtime >= started - 1
+        assert hidden(settings.watch(engine)) == []
+    assert list(settings.landing.iterdir()) == []
+    assert archived(settings) == sorted(originals.values())
+    assert all(p.parent.name == time.strftime("%Y-%m-%d", time.gmtime())
+               for p in settings.archive.rglob("*") if p.is_file())
+    ledger = Ledger(settings.ledger)
+    assert ledger.summary()["files"] == {"landed": 0, "staged": 5, "quarantined": 0, "duplicate": 0}
+    assert ledger.summary()["deliveries"]["dstream"]["published"] == 5
+    assert sorted(e["name"] for e in ledger.entries(10)) == sorted(originals)
+
+
+def test_a_second_run_with_nothing_new_changes_nothing(settings: Settings) -> None:
+    land(settings, "a.txt", b"a b c\n")
+    run(settings)
+    before = {engine: visible(settings.watch(engine)) for engine in ENGINES}
+    report = run(settings)
+    assert report.handled == 0
+    assert {engine: visible(settings.watch(engine)) for engine in ENGINES} == before
+
+
+def test_fresh_and_growing_files_wait_until_they_are_stable(settings: Settings) -> None:
+    land(settings, "old.txt", b"old\n")
+    growing = settings.landing / "growing.txt"
+    stop = threading.Event()
+
+    def write_slowly() -> None:
+        with growing.open("ab") as handle:
+            while not stop.is_set():
+                handle.write(b"more words\n")
+                handle.flush()
+                time.sleep(0.01)
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    try:
+        time.sleep(0.05)
+        report = run(settings)
+    finally:
+        stop.set()
+        writer.join()
+    assert report.staged == 1
+    assert report.skipped_unstable == 1
+    assert growing.exists()
+    assert list(visible(settings.watch("dstream")).values()) == [b"old\n"]
+
+    then = time.time() - 60
+    os.utime(growing, (then, then))  # the writer is done and the file has aged
+    content = growing.read_bytes()
+    report = run(settings)
+    assert report.staged == 1
+    assert sorted(visible(settings.watch("structured")).values()) == sorted([b"old\n", content])
+
+
+def test_a_file_that_changes_between_the_two_looks_is_skipped(settings: Settings,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = land(settings, "sneaky.txt", b"first\n")
+    mtime = path.stat().st_mtime
+
+    def producer_appends(_seconds: float) -> None:  # a writer that keeps the old mtime (cp -p, rsync -t)
+        with path.open("ab") as handle:
+            handle.write(b"second\n")
+        os.utime(path, (mtime, mtime))
+
+    monkeypatch.setattr(staging, "_pause", producer_appends)
+    report = run(settings)
+    assert report.skipped_unstable == 1 and report.handled == 0
+    assert path.read_bytes() == b"first\nsecond\n"
+    assert visible(settings.watch("dstream")) == {}
+
+
+def test_hidden_temporary_and_partial_names_are_not_touched(settings: Settings) -> None:
+    names = [".hidden", "_SUCCESS", "upload.tmp", "big.txt._COPYING_", "download.part"]
+    for name in names:
+        land(settings, name, b"words\n")
+    report = run(settings)
+    assert report.ignored == 5 and report.handled == 0
+    assert sorted(p.name for p in settings.landing.iterdir()) == sorted(names)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"caf\xe9 latin-1\n", "not valid UTF-8"),
+        (b"ok\n\xe2\x82", "truncated multi-byte character"),
+        (b"PK\x03\x04\x00\x00binary", "binary: NUL byte at offset 4"),
+        (b"", "empty file"),
+        (b"x" * 33, "too large: 33 bytes > limit 32"),
+    ],
+    ids=["latin-1", "truncated", "binary", "empty", "too-large"],
+)
+def test_rejects_go_to_quarantine_with_a_reason(tmp_path: Path, data: bytes, reason: str) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    settings = Settings(data_dir=data_dir, max_file_bytes=32)
+    land(settings if settings.landing.exists() else _with_dirs(settings), "bad name.txt", data)
+    report = run(settings)
+
+    assert report.quarantined == 1 and report.staged == 0
+    quarantined = [p for p in settings.quarantine.iterdir() if not p.name.endswith(".reason.txt")]
+    assert [p.read_bytes() for p in quarantined] == [data]
+    assert re.fullmatch(r"\d+-bad_name\.txt", quarantined[0].name)
+    text = (settings.quarantine / f"{quarantined[0].name}.reason.txt").read_text()
+    assert reason in text and "'bad name.txt'" in text
+    assert text.count("\n") == 1  # one line
+    assert list(settings.landing.iterdir()) == []
+    assert all(visible(settings.watch(engine)) == {} for engine in ENGINES)
+    [entry] = Ledger(settings.ledger).entries(5)
+    assert entry["status"] == "quarantined" and reason in entry["reason"]
+    assert entry["moved_to"] == f"quarantine/{quarantined[0].name}"
+
+
+def _with_dirs(settings: Settings) -> Settings:
+    settings.ensure_dirs()
+    return settings
+
+
+def test_multibyte_characters_across_the_chunk_boundary_are_valid(settings: Settings) -> None:
+    euro = "€".encode()  # three bytes: put the boundary of the 1 MiB chunks inside it
+    data = b"a" * (staging.CHUNK_BYTES - 1) + euro + " 😀 ünïcødé\n".encode()
+    land(settings, "big.txt", data)
+    assert run(settings).staged == 1
+    assert list(visible(settings.watch("structured")).values()) == [data]
+
+
+def test_invalid_utf8_offset_is_reported_across_chunks(settings: Settings) -> None:
+    data = b"a" * (staging.CHUNK_BYTES - 1) + b"\xe2\x82" + b"X"
+    land(settings, "broken.txt", data)
+    run(settings)
+    assert f"offset {staging.CHUNK_BYTES - 1}" in Ledger(settings.ledger).latest_quarantine(1)[0]["reason"]
+
+
+def test_same_content_under_two_names_is_published_once(settings: Settings) -> None:
+    land(settings, "first.txt", b"same words\n", age=120)
+    land(settings, "second.txt", b"same words\n", age=60)
+    report = run(settings)
+    assert (report.staged, report.duplicates) == (1, 1)
+    for engine in ENGINES:
+        assert list(visible(settings.watch(engine)).values()) == [b"same words\n"]
+    assert archived(settings) == [b"same words\n", b"same words\n"]  # both originals kept
+    ledger = Ledger(settings.ledger)
+    [duplicate] = ledger.entries(5, status="duplicate")
+    assert duplicate["name"] == "second.txt" and "first.txt" in duplicate["reason"]
+
+    land(settings, "third.txt", b"same words\n")  # a later run still knows the content
+    assert run(settings).duplicates == 1
+    assert len(visible(settings.watch("dstream"))) == 1
+
+
+def test_a_returned_delivery_is_published_again_to_that_engine_only(settings: Settings) -> None:
+    land(settings, "a.txt", b"alpha\n")
+    run(settings)
+    [name] = visible(settings.watch("dstream"))
+    ledger = Ledger(settings.ledger)
+    ledger.mark_returned("dstream", name)  # what a reset does before it moves the file back
+    os.replace(settings.watch("dstream") / name, settings.landing / "a.txt")
+    os.utime(settings.landing / "a.txt", (time.time() - 60, time.time() - 60))
+    report = run(settings)
+    assert report.published == {"structured": 0, "dstream": 1} and report.staged == 1
+    assert visible(settings.watch("dstream")) == {name: b"alpha\n"}
+    assert visible(settings.watch("structured")) == {name: b"alpha\n"}
+    assert ledger.deliveries(sha(b"alpha\n"))["dstream"].state == "published"
+
+
+def test_symlinks_and_other_entries_are_quarantined_without_following_them(
+        settings: Settings, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"secret outside\n")
+    inside = land(settings, "real.txt", b"real\n")
+    (settings.landing / "to-outside.txt").symlink_to(outside)
+    (settings.landing / "to-inside.txt").symlink_to(inside)
+    (settings.landing / "dangling.txt").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(settings.landing / "pipe.txt")
+    lines: list[str] = []
+    report = run(settings, lines)
+
+    assert report.quarantined == 4 and report.staged == 1
+    moved = {p.name.split("-", 1)[1]: p for p in settings.quarantine.iterdir()
+             if not p.name.endswith(".reason.txt")}
+    assert set(moved) == {"to-outside.txt", "to-inside.txt", "dangling.txt", "pipe.txt"}
+    assert moved["to-outside.txt"].is_symlink()  # the link itself moved ...
+    assert os.readlink(moved["to-outside.txt"]) == str(outside)
+    assert outside.read_bytes() == b"secret outside\n"  # ... its target untouched
+    assert "symlink" in staging.reason_path(moved["dangling.txt"]).read_text()
+    assert "fifo" in staging.reason_path(moved["pipe.txt"]).read_text()
+    assert list(visible(settings.watch("structured")).values()) == [b"real\n"]  # staged once, directly
+    assert b"secret outside\n" not in archived(settings)
+
+
+def test_directories_in_landing_are_left_alone(settings: Settings) -> None:
+    (settings.landing / "sub").mkdir()
+    (settings.landing / "sub" / "inner.txt").write_bytes(b"inner\n")
+    lines: list[str] = []
+    report = run(settings, lines)
+    assert report.handled == 0
+    assert (settings.landing / "sub" / "inner.txt").read_bytes() == b"inner\n"
+    assert any("'sub'" in line and "directories" in line for line in lines)
+
+
+WEIRD_NAMES = [
+    "with space.txt", "new\nline.txt", "ünïcødé 文字.txt", "x..txt", "a...", "-..-", "~..%2fescape",
+    "%2e%2e%2fup.txt", "a:b*?[x]{y}.txt", "back\\slash.txt", "tab\tand\rcr", "x" * 250, "😀",
+    "semi;colon$(rm -rf).txt",
+]
+
+
+def test_names_starting_with_dots_are_hidden_and_ignored(settings: Settings) -> None:
+    for name in ("..txt", "...", "..%2fescape"):
+        land(settings, name, b"words\n")
+    assert run(settings).ignored == 3
+    assert len(list(settings.landing.iterdir())) == 3
+
+
+def test_weird_names_never_escape_or_collide(settings: Settings, tmp_path: Path) -> None:
+    before = {p for p in tmp_path.rglob("*") if not p.is_relative_to(settings.data_dir)}
+    contents = {name: f"content of {name!r}\n".encode() for name in WEIRD_NAMES}
+    for name, data in contents.items():
+        land(settings, name, data)
+    report = run(settings)
+
+    assert report.staged == len(WEIRD_NAMES)
+    for engine in ENGINES:
+        files = visible(settings.watch(engine))
+        assert sorted(files.values()) == sorted(contents.values())
+        assert all(WATCH_NAME.match(name) and len(name) <= 120 for name in files), files.keys()
+    assert list(settings.landing.iterdir()) == []
+    assert archived(settings) == sorted(contents.values())
+    after = {p for p in tmp_path.rglob("*") if not p.is_relative_to(settings.data_dir)}
+    assert after == before  # nothing written outside the data directory
+    names = {entry["name"] for entry in Ledger(settings.ledger).entries(100)}
+    assert names == set(WEIRD_NAMES)  # the ledger keeps the original names
+
+
+def test_safe_name_and_watch_name() -> None:
+    assert staging.safe_name("../../etc/passwd") == "etc_passwd"
+    assert staging.safe_name("...") == "file"
+    assert staging.safe_name(".hidden") == "hidden"
+    assert len(staging.safe_name("y" * 1000)) == staging.SAFE_NAME_MAX
+    assert staging.watch_name_for("f" * 64, "a b.txt") == "ffffffffffffffff-a_b.txt"
+    assert staging.watch_name_for("f" * 64, "log") == "ffffffffffffffff-log.txt"
+
+
+def test_progress_lines_every_n_files_and_a_summary(settings: Settings) -> None:
+    for i in range(7):
+        land(settings, f"f{i}.txt", f"file {i}\n".encode())
+    lines: list[str] = []
+    run(settings, lines, progress_every=3)
+    assert [line.split(" (")[0] for line in lines[:-1]] == ["staging: 3/7 files", "staging: 6/7 files"]
+    assert lines[-1].startswith("staged 7, duplicates 0, quarantined 0")
+
+
+def test_leftover_temp_files_from_a_dead_run_are_removed(settings: Settings) -> None:
+    leftover = settings.watch("dstream") / ".0123456789abcdef-x.txt.tmp"
+    leftover.write_bytes(b"half a fi")
+    run(settings)
+    assert not leftover.exists()
+
+
+def test_missing_data_dir_is_an_error_and_a_missing_landing_is_created(tmp_path: Path) -> None:
+    with pytest.raises(StagingError, match="does not exist"):
+        stage(Settings(data_dir=tmp_path / "nope"), progress=lambda _line: None)
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "fresh").mkdir()
+    report = stage(Settings(data_dir=tmp_path / "fresh"), progress=lambda _line: None)
+    assert report.handled == 0
+    assert (tmp_path / "fresh" / "landing").is_dir()
+    assert (tmp_path / "fresh" / "watch" / "dstream").is_dir()
+
+
+def test_only_one_staging_run_at_a_time(settings: Settings) -> None:
+    with control.hold_lock(settings.state, staging.STAGING_LOCK), \
+            pytest.raises(control.EngineBusyError, match="staging is already running"):
+        run(settings, lock_wait=0.2)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_file_is_quarantined(settings: Settings) -> None:
+    path = land(settings, "locked.txt", b"words\n")
+    path.chmod(0)
+    assert run(settings).quarantined == 1
+    assert "unreadable" in Ledger(settings.ledger).latest_quarantine(1)[0]["reason"]
+
+
+# -- crashes ---------------------------------------------------------------------------------------
+CRASHING_RUN = """
+import os, sys
+from pathlib import Path
+from wordstream import staging
+from wordstream.ledger import Ledger
+from wordstream.settings import Settings
+
+data_dir, point, allowed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+calls = 0
+
+def dies_after(original):
+    def wrapper(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls > allowed:
+            os._exit(17)  # no finally, no cleanup: like SIGKILL
+        return original(*args, **kwargs)
+    return wrapper
+
+owner, attr = {
+    "os.replace": (os, "replace"), "os.rename": (os, "rename"), "os.fsync": (os, "fsync"),
+    "os.write": (os, "write"), "claim": (Ledger, "claim"), "record_published": (Ledger, "record_published"),
+    "plan_move": (Ledger, "plan_move"), "finish": (Ledger, "finish"),
+}[point]
+setattr(owner, attr, dies_after(getattr(owner, attr)))
+staging.stage(Settings(data_dir=data_dir, stable_seconds=0), progress=lambda line: None, recheck_seconds=0)
+"""
+
+VALID = {f"file {i}.txt": f"words of file {i}\n".encode() * (i + 1) for i in range(6)}
+VALID["copy of file 2.txt"] = VALID["file 2.txt"]
+INVALID = {"latin.txt": b"caf\xe9\n", "empty.txt": b""}
+
+
+def crash_run(settings: Settings, point: str, allowed: int) -> int:
+    result = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(settings.data_dir), point, str(allowed)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode in (0, 17), result.stderr
+    return result.returncode
+
+
+def land_crash_set(settings: Settings) -> None:
+    for index, (name, data) in enumerate({**VALID, **INVALID}.items()):
+        land(settings, name, data, age=600 - index)
+
+
+def assert_no_partial_file_is_visible(settings: Settings) -> None:
+    full = {sha(data) for data in VALID.values()}
+    for engine in ENGINES:
+        assert all(sha(data) in full for data in visible(settings.watch(engine)).values())
+
+
+def assert_staged_exactly_once(settings: Settings) -> None:
+    distinct = sorted(set(VALID.values()))
+    for engine in ENGINES:
+        assert sorted(visible(settings.watch(engine)).values()) == distinct  # each content exactly once
+        assert hidden(settings.watch(engine)) == []
+    assert list(settings.landing.iterdir()) == []  # nothing left behind ...
+    assert archived(settings) == sorted(VALID.values())  # ... and nothing lost
+    quarantined = sorted(p.read_bytes() for p in settings.quarantine.iterdir()
+                         if not p.name.endswith(".reason.txt"))
+    assert quarantined == sorted(INVALID.values())
+    assert len(list(settings.quarantine.glob("*.reason.txt"))) == len(INVALID)
+    ledger = Ledger(settings.ledger)
+    summary = ledger.summary()
+    assert summary["files"] == {"landed": 0, "staged": 6, "quarantined": 2, "duplicate": 1}
+    for engine in ENGINES:
+        assert summary["deliveries"][engine] == {"publishing": 0, "published": 6, "processed": 0,
+                                                 "returned": 0}
+
+
+@pytest.mark.parametrize(
+    ("point", "allowed"),
+    [("os.write", 3), ("os.fsync", 0), ("os.fsync", 5), ("os.replace", 0), ("os.replace", 1),
+     ("os.replace", 6), ("os.rename", 2), ("claim", 3), ("record_published", 0),
+     ("record_published", 5), ("plan_move", 4), ("finish", 0), ("finish", 6)],
+)
+def test_a_crash_anywhere_is_completed_by_the_next_run(settings: Settings, point: str, allowed: int) -> None:
+    land_crash_set(settings)
+    assert crash_run(settings, point, allowed) == 17  # it really died half way
+    assert_no_partial_file_is_visible(settings)
+    report = run(settings)
+    assert report.handled > 0
+    assert_staged_exactly_once(settings)
+
+
+@pytest.mark.parametrize(
+    ("point", "allowed"),
+    # each run dies at its n-th call; n is large enough for one file to get through per run
+    [("os.replace", 1), ("record_published", 1), ("finish", 1), ("os.fsync", 4)],
+)
+def test_crash_after_crash_still_converges(settings: Settings, point: str, allowed: int) -> None:
+    land_crash_set(settings)
+    for _attempt in range(60):
+        if crash_run(settings, point, allowed) == 0:
+            break
+        assert_no_partial_file_is_visible(settings)
+    else:
+        pytest.fail("staging never completed")
+    assert_staged_exactly_once(settings)
