@@ -49,10 +49,14 @@ log = logging.getLogger(__name__)
 def stage_incoming_files() -> None:
     @task.sensor(poke_interval=1, mode="poke", timeout=3600, soft_fail=True)
     def wait_for_landing_files() -> PokeReturnValue:
+        import time
+
         from wordstream import staging
 
-        ready = staging.stable_candidates(Settings.from_env())
-        return PokeReturnValue(is_done=bool(ready), xcom_value=len(ready))
+        settings = Settings.from_env()
+        scan = staging.scan_landing(settings.landing, time.time(), settings.stable_seconds)
+        waiting = len(scan.ready) + len(scan.odd)
+        return PokeReturnValue(is_done=waiting > 0, xcom_value=waiting)
 
     @task(outlets=[WATCH_ASSET])
     def stage_files() -> dict[str, Any]:

@@ -17,6 +17,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     data_dir = tmp_path / "data"
     monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(data_dir))
     monkeypatch.setenv("WORDSTREAM_DSTREAM_REMEMBER_SECONDS", "5")
+    monkeypatch.setenv("WORDSTREAM_STABLE_SECONDS", "0")
     result = Settings.from_env()
     result.ensure_dirs()
     yield result

@@ -1,7 +1,7 @@
 """Both engines as real spark-submit applications over real files, checked against the reference.
 
-Files are published into the watch folder the way staging publishes them (hidden temp name, fsync,
-fresh mtime, rename), while the stream runs.
+Files are dropped into landing and staged by the real staging code (hidden temp name, fsync, fresh
+mtime, rename into each engine's watch folder) while the streams run.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from support import SparkApp, group_members, reference_counts, wait_until, write
 
 from wordstream import control, results
 from wordstream.settings import ENGINES, Settings
-from wordstream.staging import publish_atomically
+from wordstream.staging import stage
 
 pytestmark = pytest.mark.spark
 
@@ -39,9 +39,12 @@ def totals_via_cli(settings: Settings, engine: str) -> dict[str, int]:
     return {word: int(count) for word, count in rows[1:]}
 
 
-def publish(settings: Settings, engine: str, paths: list[Path]) -> None:
+def publish(settings: Settings, paths: list[Path]) -> None:
+    """Drop the files into landing and stage them into every engine's watch folder."""
     for path in paths:
-        publish_atomically(path, settings.watch(engine) / path.name)
+        shutil.copy2(path, settings.landing / path.name)
+    report = stage(settings, progress=lambda line: None)
+    assert report.staged == len(paths), report
 
 
 def wait_for_totals(settings: Settings, engine: str, expected: dict[str, int], app: SparkApp,
@@ -57,14 +60,15 @@ def wait_for_totals(settings: Settings, engine: str, expected: dict[str, int], a
         got = results.read_totals(settings.output(engine), results.SEMANTICS[engine])
         diff = {k: (got.get(k), expected.get(k)) for k in set(got) | set(expected)
                 if got.get(k) != expected.get(k)}
-        raise AssertionError(f"{len(diff)} keys differ, e.g. {list(diff.items())[:5]}\n{app.tail()}")
+        raise AssertionError(
+            f"{len(diff)} keys differ, e.g. {list(diff.items())[:5]}\n{app.tail()}") from None
     assert totals_via_cli(settings, engine) == expected
 
 
 @pytest.mark.parametrize("mode", ["words", "lines"])
 def test_structured_available_now_counts_exactly(settings: Settings, tmp_path: Path, mode: str) -> None:
     corpus = write_corpus(tmp_path / "corpus", files=12, seed=7, lines=80)
-    publish(settings, "structured", corpus)
+    publish(settings, corpus)
     app = SparkApp("structured", settings, tmp_path / "app.log", keys=mode, available_now=True).start()
     assert app.wait(300) == 0, app.tail()
     assert totals_via_cli(settings, "structured") == reference_counts(corpus, mode)
@@ -84,7 +88,7 @@ def test_live_stream_stop_marker_downtime_and_restart(settings: Settings, tmp_pa
     app = SparkApp(engine, settings, tmp_path / "run1.log").start()
     try:
         app.wait_running()
-        publish(settings, engine, first)
+        publish(settings, first)
         wait_for_totals(settings, engine, reference_counts(first, "words"), app)
 
         control.request_stop(settings.state, engine)
@@ -98,13 +102,13 @@ def test_live_stream_stop_marker_downtime_and_restart(settings: Settings, tmp_pa
     finally:
         app.cleanup()
 
-    publish(settings, engine, during_downtime)
+    publish(settings, during_downtime)
     time.sleep(settings.dstream_remember_seconds + 3)  # the stream stays down past its remember window
 
     app = SparkApp(engine, settings, tmp_path / "run2.log").start()
     try:
         app.wait_running()
-        publish(settings, engine, after_restart)
+        publish(settings, after_restart)
         wait_for_totals(settings, engine, reference_counts(first + during_downtime + after_restart,
                                                            "words"), app)
         assert app.stop_gracefully() == 0
@@ -118,9 +122,9 @@ def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, tmp_path: P
     app = SparkApp(engine, settings, tmp_path / "run1.log").start()
     try:
         app.wait_running()
-        publish(settings, engine, corpus[:20])
+        publish(settings, corpus[:20])
         wait_until(lambda: results.batch_dirs(settings.output(engine)), 120, "a first committed batch")
-        publish(settings, engine, corpus[20:])
+        publish(settings, corpus[20:])
         app.kill9()
     finally:
         app.cleanup()
@@ -143,9 +147,10 @@ def test_second_start_is_refused_and_first_keeps_running(settings: Settings, tmp
         assert "refusing to start: structured is already running" in second.log.read_text()
         assert first.proc is not None and first.proc.poll() is None
         status = control.read_status(settings.state, "structured")
-        assert status["state"] == "running" and status["pid"] in {p.pid for p in group_members(first.proc.pid)}
+        assert status["state"] == "running"
+        assert status["pid"] in {p.pid for p in group_members(first.proc.pid)}
         corpus = write_corpus(tmp_path / "corpus", files=3, seed=5)
-        publish(settings, "structured", corpus)
+        publish(settings, corpus)
         wait_for_totals(settings, "structured", reference_counts(corpus, "words"), first)
         assert first.stop_gracefully() == 0
     finally:

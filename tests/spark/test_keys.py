@@ -47,7 +47,7 @@ def test_line_keys_matches_reference(mode: str) -> None:
 def test_text_source_line_endings(spark, tmp_path, mode: str) -> None:
     """CR, CRLF and LF endings, blank lines and a missing final newline, read by Spark's text source."""
     path = tmp_path / "endings.txt"
-    path.write_bytes("a b\r\nc\rd e\n\n\r\nlast line".encode())
+    path.write_bytes(b"a b\r\nc\rd e\n\n\r\nlast line")
     assert reference_lines(path.read_bytes().decode()) == ["a b", "c", "d e", "", "", "last line"]
     lines = spark.read.text(str(path))
     got = {row.key: row["count"] for row in count_keys(lines, mode).collect()}

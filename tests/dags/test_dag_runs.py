@@ -1,0 +1,166 @@
+"""The DAGs run for real: `airflow dags test` (in-process DagRun) with real local Spark and real files.
+
+Each run is a subprocess with its own AIRFLOW_HOME and data directory, so a test can also kill it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import SparkApp, processes_mentioning, reference_counts, wait_until, write_corpus
+
+from wordstream import control, results
+from wordstream.airflow_env import AirflowInstance
+from wordstream.ledger import Ledger
+from wordstream.settings import Settings
+
+pytestmark = pytest.mark.airflow
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite metadata database for the module's DAG runs."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = AirflowInstance(repo_dir=REPO, airflow_home=home, data_dir=home / "unused").environment()
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return home
+
+
+@pytest.fixture
+def airflow(airflow_home: Path, settings: Settings) -> Iterator[dict[str, str]]:
+    env = AirflowInstance(repo_dir=REPO, airflow_home=airflow_home, data_dir=settings.data_dir).environment()
+    env["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": "local[2]"})
+    yield env
+
+
+def dags_test(env: dict[str, str], dag_id: str, conf: dict[str, object] | None = None,
+              log: Path | None = None) -> subprocess.Popen[bytes]:
+    command = [AIRFLOW, "dags", "test", dag_id]
+    if conf is not None:
+        command += ["-c", json.dumps(conf)]
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run_dag(env: dict[str, str], dag_id: str, log: Path, conf: dict[str, object] | None = None,
+            timeout: float = 300) -> str:
+    proc = dags_test(env, dag_id, conf, log)
+    proc.wait(timeout=timeout)
+    text = log.read_text(errors="replace")
+    assert proc.returncode == 0, text[-4000:]
+    return text
+
+
+def test_staging_dag_stages_validates_and_dedupes(airflow: dict[str, str], settings: Settings,
+                                                  tmp_path: Path) -> None:
+    good = write_corpus(settings.landing, files=3, seed=21)
+    (settings.landing / "copy-of-first.txt").write_bytes(good[0].read_bytes())
+    (settings.landing / "binary.txt").write_bytes(b"\x00\x01\x02 not text")
+    (settings.landing / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (settings.landing / ".hidden-partial.txt").write_text("still being written")
+    originals = {p.name: p.read_bytes() for p in good}
+
+    run_dag(airflow, "stage_incoming_files", tmp_path / "stage.log")
+
+    for engine in ("structured", "dstream"):
+        published = sorted(p.read_bytes() for p in settings.watch(engine).iterdir()
+                           if not p.name.startswith("."))
+        assert published == sorted(originals.values()), engine
+    reasons = sorted(p.read_text() for p in settings.quarantine.rglob("*.reason.txt"))
+    assert len(reasons) == 2, reasons
+    assert any("UTF-8" in r for r in reasons) and any("binary" in r.lower() for r in reasons), reasons
+    assert [p.name for p in settings.landing.iterdir()] == [".hidden-partial.txt"]
+    summary = Ledger(settings.ledger).summary()
+    assert json.dumps(summary)  # readable through `wordstream ledger` too
+    run = subprocess.run([sys.executable, "-m", "wordstream.cli", "ledger", "--json"], env=airflow,
+                         capture_output=True, text=True, check=True)
+    assert "duplicate" in run.stdout and "quarantined" in run.stdout
+
+
+def test_stream_dag_with_timeout_counts_exactly(airflow: dict[str, str], settings: Settings,
+                                                tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", files=5, seed=31)
+    for path in corpus:
+        (settings.landing / path.name).write_bytes(path.read_bytes())
+    run_dag(airflow, "stage_incoming_files", tmp_path / "stage.log")
+    for engine in ("structured", "dstream"):
+        log = tmp_path / f"{engine}.log"
+        run_dag(airflow, f"stream_{engine}", log, {"timeout_seconds": 45, "batch_seconds": 1})
+        totals = results.read_totals(settings.output(engine), results.SEMANTICS[engine])
+        assert totals == reference_counts(corpus, "words"), engine
+        status = control.read_status(settings.state, engine)
+        assert status["state"] == "stopped" and status["reason"].startswith("timeout"), status
+
+
+def test_reset_stops_a_running_stream_and_leaves_watch_and_checkpoint_clean(
+        airflow: dict[str, str], settings: Settings, tmp_path: Path) -> None:
+    app = SparkApp("structured", settings, tmp_path / "app.log").start()
+    try:
+        app.wait_running()
+        for path in write_corpus(tmp_path / "corpus", files=2, seed=41):
+            (settings.landing / path.name).write_bytes(path.read_bytes())
+        run_dag(airflow, "stage_incoming_files", tmp_path / "stage.log")
+        wait_until(lambda: results.batch_dirs(settings.output("structured")), 120, "a committed batch")
+        run_dag(airflow, "streaming_maintenance", tmp_path / "reset.log",
+                {"action": "reset", "engines": ["structured"], "restart": False, "wait_timeout": 60})
+        assert app.wait(30) == 0, app.tail()
+    finally:
+        app.cleanup()
+    assert not control.is_running(settings.state, "structured")
+    assert [p for p in settings.watch("structured").iterdir()] == []
+    assert not settings.checkpoint("structured").exists()
+    assert not results.batch_dirs(settings.output("structured"))
+    rotated = list(settings.rotated.iterdir())
+    assert len(rotated) == 1 and (rotated[0] / "checkpoint").is_dir()
+
+
+def test_cleanup_refuses_a_locked_checkpoint(airflow: dict[str, str], settings: Settings,
+                                             tmp_path: Path) -> None:
+    old_epoch = settings.rotated / "structured-20200101T000000Z"
+    (old_epoch / "checkpoint").mkdir(parents=True)
+    (old_epoch / "checkpoint" / "metadata").write_text("{}")
+    old = time.time() - 400 * 86400
+    os.utime(old_epoch, (old, old))
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from wordstream import control; from pathlib import Path\n"
+         f"with control.hold_lock(Path({str(settings.state)!r}), 'structured'):\n"
+         "    print('locked', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
+        text = run_dag(airflow, "streaming_maintenance", tmp_path / "cleanup.log", {"action": "cleanup"})
+        assert old_epoch.exists(), "cleanup removed an epoch of an engine whose lock is held"
+        assert "structured" in text and "lock" in text.lower()
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_killing_the_stream_task_leaves_no_spark_process(airflow: dict[str, str], settings: Settings,
+                                                         tmp_path: Path, signum: int) -> None:
+    proc = dags_test(airflow, "stream_structured", {"batch_seconds": 1}, tmp_path / "stream.log")
+    try:
+        wait_until(lambda: control.read_status(settings.state, "structured").get("state") == "running",
+                   180, "the stream to run")
+        spark = [p for p in processes_mentioning(str(settings.data_dir)) if p.pid != proc.pid]
+        assert spark, "no Spark process found while the stream runs"
+        os.kill(proc.pid, signum)  # the task process only; its children must follow by themselves
+        wait_until(lambda: not processes_mentioning(str(settings.data_dir)), 20,
+                   "every Spark process of the task to exit")
+    finally:
+        if processes_mentioning(str(settings.data_dir)):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
