@@ -1,0 +1,323 @@
+"""Reset and cleanup on real files, with a real process holding the engine lock."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wordstream import control, maintenance, staging
+from wordstream.ledger import Ledger
+from wordstream.maintenance import ResetError, cleanup, reset_engine
+from wordstream.settings import Settings
+
+HOUR = 3600
+DAY = 86400
+
+FAKE_DRIVER = """
+import os, sys, time
+from pathlib import Path
+from wordstream import control
+
+state, engine, obey = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "obey"
+with control.hold_lock(state, engine):
+    control.write_status(state, engine, state="running", pid=os.getpid(), batch_id=41)
+    print("ready", flush=True)
+    watcher = control.StopWatcher(state, engine)
+    while not (obey and watcher.should_stop()):
+        time.sleep(0.05)
+    control.clear_stop(state, engine)
+    control.write_status(state, engine, state="stopped")
+"""
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    result = Settings(data_dir=data_dir, stable_seconds=0, retention_days=7, dstream_remember_seconds=60)
+    result.ensure_dirs()
+    return result
+
+
+@pytest.fixture
+def start_driver(settings: Settings) -> Iterator[object]:
+    """Start a process that holds the engine lock and stops on the stop marker (or never)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(engine: str, obey: bool = True) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", FAKE_DRIVER, str(settings.state), engine,
+                                 "obey" if obey else "ignore"], stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert control.is_running(settings.state, engine)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def land(settings: Settings, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = settings.landing / name
+        path.write_bytes(data)
+        os.utime(path, (time.time() - 60, time.time() - 60))
+
+
+def visible(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith((".", "_"))}
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> None:
+    for relative, data in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def set_age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+FILES = {"one.txt": b"one\n", "two words.txt": b"two two\n", "three.txt": b"3 3 3\n", "four.txt": b"4\n"}
+CHECKPOINT = {"offsets/0": b"{}", "commits/0": b"{}", "state/0/1.delta": b"\x00\x01"}
+OUTPUT = {"batch=00000000000000000000/part-0.parquet": b"PAR1",
+          "batch=00000000000000000001/part-0.parquet": b"PAR1x"}
+
+
+def staged(settings: Settings) -> None:
+    land(settings, FILES)
+    assert staging.stage(settings, progress=lambda _line: None, recheck_seconds=0).staged == len(FILES)
+
+
+def test_reset_stops_the_driver_gives_back_unprocessed_files_and_rotates(
+        settings: Settings, start_driver: object) -> None:
+    staged(settings)
+    ledger = Ledger(settings.ledger)
+    dstream_watch = visible(settings.watch("dstream"))
+    by_content = {data: name for name, data in dstream_watch.items()}
+    done = [by_content[b"one\n"], by_content[b"two two\n"]]
+    assert ledger.mark_processed("dstream", "41", done) == 2
+    make_tree(settings.checkpoint("dstream"), CHECKPOINT)
+    make_tree(settings.output("dstream"), OUTPUT)
+    make_tree(settings.checkpoint("structured"), CHECKPOINT)
+    structured_before = visible(settings.watch("structured"))
+    driver = start_driver("dstream")  # type: ignore[operator]
+    lines: list[str] = []
+
+    report = reset_engine(settings, "dstream", wait_timeout=20, progress=lines.append)
+
+    assert driver.wait(timeout=10) == 0  # it stopped through the stop protocol
+    assert report.was_running and (report.deleted, report.returned) == (2, 2)
+    assert not control.stop_path(settings.state, "dstream").exists()
+    assert list(settings.watch("dstream").iterdir()) == []
+    # unprocessed files are back in landing under their original names, byte for byte
+    assert visible(settings.landing) == {"three.txt": b"3 3 3\n", "four.txt": b"4\n"}
+    deliveries = {data: ledger.deliveries(hashlib.sha256(data).hexdigest())["dstream"].state
+                  for data in FILES.values()}
+    assert deliveries == {b"one\n": "processed", b"two two\n": "processed", b"3 3 3\n": "returned",
+                          b"4\n": "returned"}
+    # checkpoint, output and status moved together into one rotated epoch
+    assert not settings.checkpoint("dstream").exists() and not settings.output("dstream").exists()
+    assert report.rotated_to is not None and report.rotated_to.parent == settings.rotated
+    assert report.rotated_to.name.startswith("dstream-")
+    assert read_tree(report.rotated_to / "checkpoint") == CHECKPOINT
+    assert read_tree(report.rotated_to / "output") == OUTPUT
+    assert '"batch_id": 41' in (report.rotated_to / "status.json").read_text()
+    status = control.read_status(settings.state, "dstream")
+    assert status["state"] == "stopped" and "batch_id" not in status and not status["lock_held"]
+    assert str(report.rotated_to) in status["reason"]
+    # the other engine is untouched
+    assert visible(settings.watch("structured")) == structured_before
+    assert read_tree(settings.checkpoint("structured")) == CHECKPOINT
+    assert lines[-1].startswith("reset dstream: stopped the driver, deleted 2 processed files, gave back 2")
+
+    # the next staging run republishes the returned files to dstream only, with a fresh mtime
+    started = time.time()
+    again = staging.stage(settings, progress=lambda _line: None, recheck_seconds=0)
+    assert again.published == {"structured": 0, "dstream": 2} and again.duplicates == 0
+    assert sorted(visible(settings.watch("dstream")).values()) == [b"3 3 3\n", b"4\n"]
+    assert all(p.stat().st_mtime >= started - 1 for p in settings.watch("dstream").iterdir())
+    assert visible(settings.watch("structured")) == structured_before
+    assert list(settings.landing.iterdir()) == []
+
+
+def test_reset_fails_cleanly_when_the_driver_never_stops(settings: Settings, start_driver: object) -> None:
+    staged(settings)
+    make_tree(settings.checkpoint("dstream"), CHECKPOINT)
+    watch_before = visible(settings.watch("dstream"))
+    driver = start_driver("dstream", obey=False)  # type: ignore[operator]
+
+    with pytest.raises(ResetError, match=r"dstream is still running after 1s .*nothing was changed"):
+        reset_engine(settings, "dstream", wait_timeout=1, progress=lambda _line: None)
+
+    assert driver.poll() is None  # still running, as before
+    assert not control.stop_path(settings.state, "dstream").exists()  # request withdrawn
+    assert visible(settings.watch("dstream")) == watch_before
+    assert read_tree(settings.checkpoint("dstream")) == CHECKPOINT
+    assert list(settings.rotated.iterdir()) == []
+    assert list(settings.landing.iterdir()) == []
+
+
+def test_reset_waits_for_staging_and_fails_cleanly_if_it_stays_busy(settings: Settings) -> None:
+    staged(settings)
+    before = visible(settings.watch("dstream"))
+    make_tree(settings.output("dstream"), OUTPUT)
+    with control.hold_lock(settings.state, staging.STAGING_LOCK), \
+            pytest.raises(ResetError, match="staging is already running"):
+        reset_engine(settings, "dstream", wait_timeout=0.5, progress=lambda _line: None)
+    assert visible(settings.watch("dstream")) == before
+    assert read_tree(settings.output("dstream")) == OUTPUT
+    assert not control.is_running(settings.state, "dstream")  # the reset released the engine lock
+
+
+def test_reset_of_a_stopped_engine_renames_a_clashing_landing_name(settings: Settings) -> None:
+    staged(settings)
+    (settings.landing / "one.txt").write_bytes(b"a newer one.txt\n")
+    report = reset_engine(settings, "dstream", wait_timeout=1, progress=lambda _line: None)
+    assert not report.was_running and report.returned == 4 and report.rotated_to is None
+    assert visible(settings.landing)["one.txt"] == b"a newer one.txt\n"
+    assert visible(settings.landing)["one-1.txt"] == b"one\n"
+    assert len(visible(settings.landing)) == 5
+
+
+def test_reset_gives_back_files_unknown_to_the_ledger_and_drops_temp_files(settings: Settings) -> None:
+    (settings.watch("structured") / "manual.txt").write_bytes(b"dropped by hand\n")
+    (settings.watch("structured") / ".abc.txt.tmp").write_bytes(b"half")
+    report = reset_engine(settings, "structured", wait_timeout=1, progress=lambda _line: None)
+    assert (report.returned, report.temp_removed) == (1, 1)
+    assert visible(settings.landing) == {"manual.txt": b"dropped by hand\n"}
+    assert list(settings.watch("structured").iterdir()) == []
+
+
+def test_reset_rejects_an_unknown_engine(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="unknown engine"):
+        reset_engine(settings, "flink", wait_timeout=1, progress=lambda _line: None)
+
+
+# -- cleanup ---------------------------------------------------------------------------------------
+def rotated_epoch(settings: Settings, name: str, age: float) -> Path:
+    epoch = settings.rotated / name
+    make_tree(epoch, {"checkpoint/offsets/0": b"{}", "output/batch=0/p.parquet": b"PAR1"})
+    set_age(epoch, age)
+    return epoch
+
+
+def test_cleanup_expires_old_epochs_temps_processed_watch_files_archive_and_quarantine(
+        settings: Settings) -> None:
+    staged(settings)
+    ledger = Ledger(settings.ledger)
+    names = sorted(visible(settings.watch("structured")))
+    ledger.mark_processed("structured", "1", names[:3])
+    for name in names:
+        set_age(settings.watch("structured") / name, 2 * HOUR)
+    set_age(settings.watch("dstream") / names[0], 2 * HOUR)  # old but not processed by dstream
+    old_temp = settings.watch("dstream") / ".x.txt.tmp"
+    old_temp.write_bytes(b"half")
+    set_age(old_temp, 2 * HOUR)
+    fresh_temp = settings.watch("dstream") / ".y.txt.tmp"
+    fresh_temp.write_bytes(b"half")
+    old_epoch = rotated_epoch(settings, "structured-20200101T000000Z", 8 * DAY)
+    new_epoch = rotated_epoch(settings, "structured-20990101T000000Z", 1 * DAY)
+    old_day = settings.archive / "2000-01-01"
+    make_tree(old_day, {"1-old.txt": b"old\n"})
+    today_archive = read_tree(settings.archive)
+    old_quarantine = settings.quarantine / "7-bad.txt"
+    old_quarantine.write_bytes(b"\xff")
+    (settings.quarantine / "7-bad.txt.reason.txt").write_text("not valid UTF-8\n")
+    set_age(settings.quarantine / "7-bad.txt.reason.txt", 8 * DAY)
+    new_quarantine = settings.quarantine / "8-bad.txt"
+    new_quarantine.write_bytes(b"\x00")
+    set_age(new_quarantine, 30 * DAY)  # the producer's old mtime does not count ...
+    (settings.quarantine / "8-bad.txt.reason.txt").write_text("binary\n")  # ... quarantine time does
+    lines: list[str] = []
+
+    report = cleanup(settings, progress=lines.append)
+
+    assert not old_epoch.exists() and new_epoch.exists()
+    assert not old_temp.exists() and fresh_temp.exists()
+    assert sorted(visible(settings.watch("structured"))) == names[3:]  # processed + old: gone
+    assert sorted(visible(settings.watch("dstream"))) == names  # never processed: kept
+    assert not old_day.exists()
+    assert {k: v for k, v in read_tree(settings.archive).items() if not k.startswith("2000")} == {
+        k: v for k, v in today_archive.items() if not k.startswith("2000")}
+    assert not old_quarantine.exists() and new_quarantine.exists()
+    assert (report.rotated_removed, report.temp_removed, report.watch_removed, report.archive_removed,
+            report.quarantine_removed) == (1, 1, 3, 1, 1)
+    assert report.skipped_engines == []
+    # sizes are the bytes on disk, per engine
+    assert report.sizes["dstream"]["watch"] == sum(len(d) for d in FILES.values()) + len(b"half")
+    kept = settings.watch("structured") / names[3]
+    assert report.sizes["structured"]["watch"] == len(kept.read_bytes())
+    assert report.sizes["structured"]["rotated"] == len(b"{}") + len(b"PAR1")
+    assert report.sizes["dstream"]["checkpoint"] == 0
+    assert any(line.startswith("size structured: checkpoint 0 B") for line in lines)
+    assert lines[-1].startswith("cleanup: removed 1 rotated epochs")
+
+
+def test_cleanup_keeps_recent_processed_files_for_the_dstream_remember_window(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    settings = Settings(data_dir=tmp_path / "data", stable_seconds=0, dstream_remember_seconds=3 * HOUR)
+    settings.ensure_dirs()
+    staged(settings)
+    names = sorted(visible(settings.watch("dstream")))
+    Ledger(settings.ledger).mark_processed("dstream", "1", names)
+    for name, age in zip(names, (2 * HOUR, 5 * HOUR, 7 * HOUR, 7 * HOUR), strict=True):
+        set_age(settings.watch("dstream") / name, age)
+    report = cleanup(settings, progress=lambda _line: None)
+    assert report.watch_removed == 2  # older than 2 x 3 h
+    assert sorted(visible(settings.watch("dstream"))) == names[:2]
+
+
+def test_cleanup_never_touches_a_running_engine(settings: Settings) -> None:
+    staged(settings)
+    names = sorted(visible(settings.watch("dstream")))
+    Ledger(settings.ledger).mark_processed("dstream", "1", names)
+    Ledger(settings.ledger).mark_processed("structured", "1", names)
+    for engine in ("dstream", "structured"):
+        for name in names:
+            set_age(settings.watch(engine) / name, DAY)
+    temp = settings.watch("dstream") / ".x.txt.tmp"
+    temp.write_bytes(b"half")
+    set_age(temp, DAY)
+    dstream_epoch = rotated_epoch(settings, "dstream-20200101T000000Z", 30 * DAY)
+    structured_epoch = rotated_epoch(settings, "structured-20200101T000000Z", 30 * DAY)
+    make_tree(settings.checkpoint("dstream"), CHECKPOINT)
+    lines: list[str] = []
+
+    with control.hold_lock(settings.state, "dstream"):
+        report = cleanup(settings, progress=lines.append)
+
+    assert report.skipped_engines == ["dstream"]
+    assert any("dstream is running" in line for line in lines)
+    assert sorted(visible(settings.watch("dstream"))) == names and temp.exists()
+    assert dstream_epoch.exists() and read_tree(settings.checkpoint("dstream")) == CHECKPOINT
+    assert not structured_epoch.exists()  # the idle engine is cleaned as usual
+    assert visible(settings.watch("structured")) == {}
+    assert report.sizes["dstream"]["checkpoint"] == sum(len(v) for v in CHECKPOINT.values())
+
+
+def test_cleanup_on_an_empty_data_dir(tmp_path: Path) -> None:
+    report = cleanup(Settings(data_dir=tmp_path), progress=lambda _line: None)
+    assert report.sizes["dstream"] == dict.fromkeys(maintenance.SIZE_PARTS, 0)
+    assert not (tmp_path / "state" / "ledger.sqlite").exists()
+
+
+def test_human_bytes() -> None:
+    assert maintenance.human_bytes(0) == "0 B"
+    assert maintenance.human_bytes(1536) == "1.5 KiB"
+    assert maintenance.human_bytes(3 * 1024**4) == "3072.0 GiB"
