@@ -2,7 +2,8 @@
 
 Airflow loads this file from its plugins folder and mounts the app under ``/wordstream`` in the API
 server; the two menu entries (Browse → "Stream status: <engine>") show the pages in the UI's frame.
-Everything else lives in :mod:`wordstream.ui`, importable and tested without Airflow.
+Everything else lives in :mod:`wordstream.ui`, importable and tested without Airflow; the app is
+built on its first request, so the many processes that import plugins and never serve them stay light.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 
 from wordstream.settings import ENGINES
-from wordstream.ui import URL_PREFIX, create_app
+from wordstream.ui import URL_PREFIX, LazyApp
 
 
 class WordstreamUIPlugin(AirflowPlugin):
@@ -20,7 +21,7 @@ class WordstreamUIPlugin(AirflowPlugin):
 
     name = "wordstream_ui"
     fastapi_apps: list[dict[str, Any]] = [  # noqa: RUF012 - the shape Airflow reads
-        {"app": create_app(), "url_prefix": URL_PREFIX, "name": "wordstream stream status"},
+        {"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "wordstream stream status"},
     ]
     external_views: list[dict[str, Any]] = [  # noqa: RUF012
         {

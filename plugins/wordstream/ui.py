@@ -32,6 +32,7 @@ from wordstream.settings import ENGINES, Engine, Settings, check_engine
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 URL_PREFIX = "/wordstream"
 TOP_WORDS = 20
@@ -292,6 +293,24 @@ def create_app(access: Access | None = None, settings: Callable[[], Settings] = 
         return HTMLResponse(render_page(stream_view(settings(), name)), headers={"Cache-Control": "no-store"})
 
     return app
+
+
+class LazyApp:
+    """An ASGI app that builds the real one (:func:`create_app`) on its first request.
+
+    Airflow imports plugin files in every process, the scheduler, the DAG processor and each task
+    (for macros), but only the API server serves them: importing FastAPI and Airflow's security
+    module there alone keeps most of a second off every task start.
+    """
+
+    def __init__(self, factory: Callable[[], ASGIApp] = create_app) -> None:
+        self.factory = factory
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = self.factory()  # the event loop runs one request at a time up to here
+        await self._app(scope, receive, send)
 
 
 def render_page(view: dict[str, Any]) -> str:
