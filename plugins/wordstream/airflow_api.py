@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+# SQLite answers "database is locked" under bursts of writes; the API server turns that into a 500.
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "PATCH", "DELETE"})
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 
 Progress = Callable[[str], None]
@@ -30,13 +34,16 @@ def _quiet(_line: str) -> None:
 class AirflowApiError(RuntimeError):
     """An HTTP call to Airflow failed (connection refused, timeout or a non-2xx status)."""
 
-    def __init__(self, method: str, url: str, status: int | None, detail: str) -> None:
+    def __init__(self, method: str, url: str, status: int | None, detail: str, attempts: int = 1) -> None:
         self.method = method
         self.url = url
         self.status = status
         self.detail = detail
+        self.attempts = attempts
         where = f"{method} {url}"
-        super().__init__(f"{where} -> HTTP {status}: {detail}" if status else f"{where} failed: {detail}")
+        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+        super().__init__(f"{where} -> HTTP {status}: {detail}{tries}" if status
+                         else f"{where} failed: {detail}{tries}")
 
 
 class AirflowClient:
@@ -46,9 +53,10 @@ class AirflowClient:
     """
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, retries: int = 3) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.retries = retries
         self.session = session or requests.Session()
         self.token = token
         if token:
@@ -59,7 +67,8 @@ class AirflowClient:
     def login(cls, base_url: str, username: str, password: str, timeout: float = 30.0) -> AirflowClient:
         """A client holding a fresh token for ``username`` (valid for ``[api_auth] jwt_expiration_time``)."""
         client = cls(base_url, timeout=timeout)
-        body = client._request("POST", "/auth/token", json={"username": username, "password": password})
+        body = client._request("POST", "/auth/token", json={"username": username, "password": password},
+                               idempotent=True)
         token = body.get("access_token") if isinstance(body, dict) else None
         if not token:
             raise AirflowApiError("POST", client._url("/auth/token"), None, f"no access_token in {body!r}")
@@ -72,24 +81,39 @@ class AirflowClient:
         return f"{self.base_url}{path}"
 
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                 json: Any = None, timeout: float | None = None) -> Any:
+                 json: Any = None, timeout: float | None = None, idempotent: bool | None = None) -> Any:
+        """One call; transient failures of a call safe to repeat are retried with a short backoff."""
         url = self._url(path)
-        try:
-            response = self.session.request(method, url, params=params, json=json,
-                                            timeout=timeout or self.timeout)
-        except requests.RequestException as exc:
-            raise AirflowApiError(method, url, None, str(exc)) from exc
-        if not response.ok:
-            raise AirflowApiError(method, url, response.status_code, _detail(response))
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            return response.text
+        repeatable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        attempts = 1 + (self.retries if repeatable else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.session.request(method, url, params=params, json=json,
+                                                timeout=timeout or self.timeout)
+            except requests.RequestException as exc:
+                if attempt < attempts:
+                    time.sleep(0.5 * 2 ** (attempt - 1))
+                    continue
+                raise AirflowApiError(method, url, None, str(exc), attempt) from exc
+            if response.ok:
+                if not response.content:
+                    return None
+                try:
+                    return response.json()
+                except ValueError:
+                    return response.text
+            if response.status_code in TRANSIENT_STATUSES and attempt < attempts:
+                time.sleep(0.5 * 2 ** (attempt - 1))
+                continue
+            raise AirflowApiError(method, url, response.status_code, _detail(response), attempt)
+        raise AssertionError("unreachable")
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Any ``/api/v2`` call not wrapped below; ``path`` starts after ``/api/v2``."""
+        """Any ``/api/v2`` call not wrapped below; ``path`` starts after ``/api/v2``.
+
+        GET/PUT/PATCH/DELETE are retried on transient errors; pass ``idempotent=True`` for a POST
+        that is safe to repeat.
+        """
         return self._request(method, f"/api/v2{path}", **kwargs)
 
     # -- health ------------------------------------------------------------------------------
@@ -156,13 +180,21 @@ class AirflowClient:
     # -- DAG runs ----------------------------------------------------------------------------
     def trigger_dag_run(self, dag_id: str, conf: Mapping[str, Any] | None = None,
                         run_id: str | None = None, note: str | None = None) -> dict[str, Any]:
-        """Start a manual run now; ``conf`` fills the DAG's Params. Returns the run (``dag_run_id``)."""
-        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
-        if run_id:
-            body["dag_run_id"] = run_id
+        """Start a manual run now; ``conf`` fills the DAG's Params. Returns the run (``dag_run_id``).
+
+        The run id is chosen here (Airflow's ``manual__<time>`` form unless given), so a retried
+        request after a lost answer finds the run it created instead of starting a second one.
+        """
+        run_id = run_id or f"manual__{datetime.now(UTC).isoformat()}"
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
         if note:
             body["note"] = note
-        return self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        try:
+            return self.api("POST", f"/dags/{dag_id}/dagRuns", json=body, idempotent=True)
+        except AirflowApiError as exc:
+            if exc.status == 409 and exc.attempts > 1:  # an earlier attempt went through
+                return self.get_dag_run(dag_id, run_id)
+            raise
 
     def get_dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")

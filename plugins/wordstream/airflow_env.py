@@ -50,6 +50,11 @@ RESPONSIVE_TIMINGS = {
     "AIRFLOW__CORE__PARALLELISM": "8",
 }
 
+# Airflow imports this dict by name ([database] sql_alchemy_connect_args). SQLite's default busy
+# timeout of 5 s turns a burst of writes (DAG processor, scheduler, tasks, API) into "database is
+# locked" errors on a loaded laptop; waiting longer is the right trade for a single-user dev stack.
+SQLITE_CONNECT_ARGS: dict[str, object] = {"timeout": 30}
+
 _WILDCARD_ADDRESSES = ("", "0.0.0.0", "::", "[::]")
 
 
@@ -148,6 +153,7 @@ class AirflowInstance:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
             "AIRFLOW__API__HOST": self.bind,
             "AIRFLOW__API__PORT": str(self.port),
             # Task processes report to the API server; its default URL assumes localhost:8080.

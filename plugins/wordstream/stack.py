@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,7 +51,6 @@ import psutil
 from wordstream import control
 from wordstream.airflow_api import AirflowApiError, AirflowClient
 from wordstream.airflow_env import ADMIN_USER, AirflowInstance
-from wordstream.cluster import port_in_use
 from wordstream.settings import ENGINES, Settings
 
 DAG_IDS = ("stream_structured", "stream_dstream", "stage_incoming_files", "streaming_maintenance")
@@ -92,6 +92,22 @@ def java_major_version(env: Mapping[str, str] | None = None) -> int | None:
     return int(match.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
 
 
+def port_taken(port: int, host: str) -> bool:
+    """True when a server already listens on ``host:port``.
+
+    Binds with SO_REUSEADDR, as Airflow's servers do: connections of a stack that just stopped
+    linger in TIME_WAIT for a minute and must not count as "in use".
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError:
+            return True
+        return False
+
+
 def port_owner(port: int) -> psutil.Process | None:
     """The process listening on ``port`` (any address), when the system lets us see it."""
     try:
@@ -113,6 +129,13 @@ def describe(proc: psutil.Process) -> str:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         command = "?"
     return f"pid {proc.pid} ({command[:100]})"
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "?"
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -281,7 +304,7 @@ class Stack:
                  self.instance.trigger_log_port: "triggerer log server"}
         for port, what in names.items():
             host = self.instance.bind if port == self.instance.port else "0.0.0.0"
-            if port_in_use(port, host):
+            if port_taken(port, host):
                 owner = port_owner(port)
                 held_by = f" by {describe(owner)}" if owner else ""
                 hint = "WORDSTREAM_AIRFLOW_PORT" if port == self.instance.port else (
@@ -355,7 +378,7 @@ class Stack:
     def wait_healthy(self, timeout: float | None = None) -> None:
         """Until ``/api/v2/monitor/health`` reports every component healthy; a progress line each 10 s."""
         timeout = self.start_timeout if timeout is None else timeout
-        probe = AirflowClient(self.api_url, timeout=5.0)
+        probe = AirflowClient(self.api_url, timeout=5.0, retries=0)
         started = time.monotonic()
         last_report = started
         self.progress(f"starting Airflow (log: {self.log_file}) ...")
@@ -410,7 +433,9 @@ class Stack:
             self._wait_gone(self.grace_seconds)
         pending = self.processes()
         if pending:
-            self.progress(f"{len(pending)} processes still running after {self.grace_seconds:g} s: killing")
+            names = ", ".join(sorted({_name(proc) for proc in pending}))
+            self.progress(f"{len(pending)} processes still running after {self.grace_seconds:g} s "
+                          f"({names}): killing")
             for proc in pending:
                 try:
                     proc.kill()
@@ -435,11 +460,33 @@ class Stack:
         for engine in running:
             control.request_stop(state_dir, engine)
         deadline = time.monotonic() + self.stream_stop_timeout
+        stopped = []
         for engine in running:
             if control.wait_until_stopped(state_dir, engine, max(0.0, deadline - time.monotonic())):
                 self.progress(f"  {engine} stopped")
+                stopped.append(engine)
             else:
                 self.progress(f"  {engine} did not stop within {self.stream_stop_timeout:g} s: killing it")
+        if stopped:
+            self._wait_stream_runs_finished([f"stream_{engine}" for engine in stopped])
+
+    def _wait_stream_runs_finished(self, dag_ids: list[str], timeout: float = 45.0) -> None:
+        """Let Airflow record the stopped streams' runs as finished before Airflow itself stops.
+
+        The driver releases its lock a few seconds before spark-submit exits and the task reports
+        success; stopping Airflow in between would leave the run "running" and have it retried (the
+        stream restarting by itself) on the next start.
+        """
+        try:
+            api = self.client()
+            deadline = time.monotonic() + timeout
+            while any(api.list_dag_runs(dag_id, states=("running",)) for dag_id in dag_ids):
+                if time.monotonic() >= deadline:
+                    self.progress(f"  Airflow has not recorded the end of {', '.join(dag_ids)}; going on")
+                    return
+                time.sleep(1.0)
+        except (AirflowApiError, StackError) as exc:
+            self.progress(f"  cannot ask Airflow about the stream runs ({exc}); going on")
 
     def _wait_gone(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -636,10 +683,11 @@ def cmd_stop(stack: Stack) -> int:
             runner.wait(timeout=budget)
         except psutil.TimeoutExpired:
             say(f"it did not finish within {budget:g} s; stopping directly")
-    if not stack.recorded() and not stack.processes():
+        else:
+            if not stack.recorded():
+                say("wordstream stopped")
+    elif not stack.recorded():
         say("wordstream is not running")
-        stack.pid_file.unlink(missing_ok=True)
-        return 0
     stack.stop()
     stack.pid_file.unlink(missing_ok=True)
     return 0
@@ -651,7 +699,7 @@ def cmd_status(stack: Stack) -> int:
     if not stack.is_running():
         say("Airflow: not running" + (" (stale stack.json; `make stop` cleans up)" if state else ""))
     else:
-        health = AirflowClient(stack.api_url, timeout=5.0)
+        health = AirflowClient(stack.api_url, timeout=5.0, retries=0)
         try:
             components = health.health()
             summary = ", ".join(f"{name} {(info or {}).get('status')}" for name, info in components.items())
