@@ -9,8 +9,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-from wordstream import control, results
+from wordstream import control, maintenance, results, staging
+from wordstream.ledger import FILE_STATUSES, Ledger
 from wordstream.settings import ENGINES, Settings, check_engine
 
 
@@ -19,7 +21,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not the usage block
+    def error(self, message: str) -> NoReturn:  # one line, not the usage block
         raise UsageError(message)
 
 
@@ -62,6 +64,62 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_stage(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        staging.stage(settings, progress=print)
+    except staging.StagingError as error:
+        raise UsageError(str(error)) from None
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.ledger.exists():
+        raise UsageError(f"no ledger yet at {settings.ledger} (nothing was staged; run `wordstream stage`)")
+    ledger = Ledger(settings.ledger)
+    with ledger.session():
+        summary = ledger.summary()
+        entries = ledger.entries(args.limit, status=args.status)
+        quarantine = ledger.latest_quarantine(5)
+    if args.json:
+        print(json.dumps({"summary": summary, "entries": entries, "quarantine": quarantine},
+                         indent=2, sort_keys=True))
+        return 0
+    files = summary["files"]
+    print(f"files: {summary['total_files']} (" + ", ".join(f"{k} {v}" for k, v in files.items()) + ")")
+    for engine, states in sorted(summary["deliveries"].items()):
+        print(f"  {engine:<11} " + ", ".join(f"{k} {v}" for k, v in states.items()))
+    print(f"latest {len(entries)} entries" + (f" with status {args.status}:" if args.status else ":"))
+    for entry in entries:
+        deliveries = ", ".join(f"{engine} {d['state']}" + (f"@{d['batch']}" if d["batch"] else "")
+                               for engine, d in entry["deliveries"].items())
+        print(f"  #{entry['id']:<6} {entry['status']:<11} {entry['name']!r}"
+              + (f" -> {entry['watch_name']}" if entry["watch_name"] else "")
+              + (f" [{deliveries}]" if deliveries else "")
+              + (f" ({entry['reason']})" if entry["reason"] and entry["status"] != "quarantined" else ""))
+    if quarantine:
+        print("latest quarantine reasons:")
+        for row in quarantine:
+            print(f"  #{row['id']:<6} {row['name']!r}: {row['reason']}")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
+    engines = list(ENGINES) if args.all else [check_engine(args.engine)]
+    for engine in engines:
+        try:
+            maintenance.reset_engine(settings, engine, args.wait_timeout, progress=print)
+        except maintenance.ResetError as error:
+            raise UsageError(str(error)) from None
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.data_dir.is_dir():
+        raise UsageError(f"data directory {settings.data_dir} does not exist (check WORDSTREAM_DATA_DIR)")
+    maintenance.cleanup(settings, progress=print)
+    return 0
+
+
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
@@ -80,6 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
+    stage = sub.add_parser("stage", help="publish the stable landing files to the engines' watch folders")
+    stage.set_defaults(func=cmd_stage)
+
+    ledger = sub.add_parser("ledger", help="what happened to every landing file")
+    ledger.add_argument("--status", choices=FILE_STATUSES, default=None, help="only entries in this status")
+    ledger.add_argument("--limit", type=_positive_int, default=20, help="how many latest entries (20)")
+    ledger.add_argument("--json", action="store_true", help="machine-readable output")
+    ledger.set_defaults(func=cmd_ledger)
+
+    reset = sub.add_parser("reset", help="stop an engine and start a new epoch from zero")
+    which = reset.add_mutually_exclusive_group(required=True)
+    which.add_argument("--engine", choices=ENGINES)
+    which.add_argument("--all", action="store_true", help="every engine, one after the other")
+    reset.add_argument("--wait-timeout", type=_seconds, default=120.0,
+                       help="how long to wait for a running driver to stop (120)")
+    reset.set_defaults(func=cmd_reset)
+
+    clean = sub.add_parser("cleanup", help="expire rotated epochs and old files, report sizes")
+    clean.set_defaults(func=cmd_cleanup)
+
     return parser
 
 
@@ -90,6 +168,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
     return value
 
 

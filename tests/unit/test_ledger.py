@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -142,3 +143,26 @@ def test_several_processes_write_at_once(ledger: Ledger) -> None:
     summary = ledger.summary()
     assert summary["files"]["staged"] == 600
     assert summary["deliveries"]["dstream"]["processed"] == 600
+
+
+def test_cli_ledger_shows_summary_entries_and_reasons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from wordstream import cli
+
+    monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(tmp_path))
+    assert cli.main(["ledger"]) == 2
+    assert "no ledger yet" in capsys.readouterr().err
+    ledger = Ledger(tmp_path / "state" / "ledger.sqlite")
+    published(ledger, name="new\nline.txt")
+    bad = ledger.begin("bad.txt", None, 1)
+    ledger.finish(bad.id, "quarantined", reason="binary: NUL byte at offset 0")
+    assert cli.main(["ledger"]) == 0
+    out = capsys.readouterr().out
+    assert "files: 2 (landed 0, staged 1, quarantined 1, duplicate 0)" in out
+    assert "'new\\nline.txt'" in out  # one line per entry whatever the name
+    assert "'bad.txt': binary: NUL byte at offset 0" in out
+    assert cli.main(["ledger", "--status", "staged", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [entry["name"] for entry in payload["entries"]] == ["new\nline.txt"]
+    assert payload["summary"]["deliveries"]["dstream"]["published"] == 1
+    assert cli.main(["ledger", "--status", "bogus"]) == 2

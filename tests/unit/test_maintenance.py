@@ -321,3 +321,23 @@ def test_human_bytes() -> None:
     assert maintenance.human_bytes(0) == "0 B"
     assert maintenance.human_bytes(1536) == "1.5 KiB"
     assert maintenance.human_bytes(3 * 1024**4) == "3072.0 GiB"
+
+
+def test_cli_reset_and_cleanup(settings: Settings, start_driver: object, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    from wordstream import cli
+
+    staged(settings)
+    monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(settings.data_dir))
+    assert cli.main(["reset"]) == 2
+    assert "one of the arguments --engine --all is required" in capsys.readouterr().err
+    start_driver("structured", obey=False)  # type: ignore[operator]
+    assert cli.main(["reset", "--engine", "structured", "--wait-timeout", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "structured is still running" in err
+    assert cli.main(["reset", "--engine", "dstream", "--wait-timeout", "1"]) == 0
+    assert capsys.readouterr().out.startswith("reset dstream: deleted 0 processed files, gave back 4")
+    assert list(settings.watch("dstream").iterdir()) == []
+    assert cli.main(["cleanup"]) == 0
+    out = capsys.readouterr().out
+    assert "structured is running" in out and "size dstream:" in out

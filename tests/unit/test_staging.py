@@ -461,3 +461,17 @@ def test_crash_after_crash_still_converges(settings: Settings, point: str, allow
     else:
         pytest.fail("staging never completed")
     assert_staged_exactly_once(settings)
+
+
+def test_cli_stage(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    from wordstream import cli
+
+    land(settings, "a.txt", b"a b c\n")
+    monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(settings.data_dir))
+    assert cli.main(["stage"]) == 0
+    assert capsys.readouterr().out.startswith("staged 1, duplicates 0")
+    assert list(visible(settings.watch("dstream")).values()) == [b"a b c\n"]
+    monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(settings.data_dir / "missing"))
+    assert cli.main(["stage"]) == 2
+    assert capsys.readouterr().err.startswith("wordstream: error: data directory")
