@@ -350,6 +350,14 @@ class Ledger:
             ).fetchall()
         return {row["watch_name"] for row in rows}
 
+    def processed_count(self, engine: str) -> int:
+        """How many contents ``engine`` has processed (cheaper than the set of names)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE engine = ? AND state = 'processed'", (engine,)
+            ).fetchone()
+        return int(row[0])
+
     def unprocessed(self, engine: str) -> list[str]:
         """Watch names published to ``engine`` (or being published) and not processed yet."""
         with self._connect() as conn:

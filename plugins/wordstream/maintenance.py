@@ -59,7 +59,7 @@ class ResetReport:
     returned: int = 0  # given back to landing for the new epoch
     temp_removed: int = 0
     left: list[str] = field(default_factory=list)  # entries in watch that are not staging's files
-    rotated_to: Path | None = None
+    rotated_to: str | None = None  # a plain string: the DAG returns the report as XCom (JSON)
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -97,7 +97,8 @@ def reset_engine(settings: Settings, engine: str, wait_timeout: float,
             except control.EngineBusyError as error:
                 raise ResetError(f"{checked} is stopped but the reset cannot empty its watch folder: "
                                  f"{error}; nothing else was changed, run the reset again") from None
-            report.rotated_to = rotate_epoch(settings, checked)
+            epoch = rotate_epoch(settings, checked)
+            report.rotated_to = str(epoch) if epoch else None
             control.write_status(
                 settings.state, checked, state="stopped",
                 reason=f"reset: the previous epoch was moved to {report.rotated_to}"

@@ -55,6 +55,7 @@ def test_mark_processed_is_idempotent_and_keeps_the_first_batch(ledger: Ledger) 
     assert ledger.deliveries(SHA)["dstream"].batch == "7"
     assert ledger.deliveries(SHA)["structured"].state == "published"  # the other engine untouched
     assert ledger.unprocessed("dstream") == []
+    assert (ledger.processed_count("dstream"), ledger.processed_count("structured")) == (1, 0)
     assert ledger.unprocessed("structured") == [name]
     assert ledger.mark_processed("dstream", "9", ["unknown.txt"]) == 0
     assert ledger.mark_processed("dstream", "9", []) == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -133,14 +135,16 @@ def test_reset_stops_the_driver_gives_back_unprocessed_files_and_rotates(
                           b"4\n": "returned"}
     # checkpoint, output and status moved together into one rotated epoch
     assert not settings.checkpoint("dstream").exists() and not settings.output("dstream").exists()
-    assert report.rotated_to is not None and report.rotated_to.parent == settings.rotated
-    assert report.rotated_to.name.startswith("dstream-")
-    assert read_tree(report.rotated_to / "checkpoint") == CHECKPOINT
-    assert read_tree(report.rotated_to / "output") == OUTPUT
-    assert '"batch_id": 41' in (report.rotated_to / "status.json").read_text()
+    assert report.rotated_to is not None
+    epoch = Path(report.rotated_to)
+    assert epoch.parent == settings.rotated and epoch.name.startswith("dstream-")
+    assert read_tree(epoch / "checkpoint") == CHECKPOINT
+    assert read_tree(epoch / "output") == OUTPUT
+    assert '"batch_id": 41' in (epoch / "status.json").read_text()
     status = control.read_status(settings.state, "dstream")
     assert status["state"] == "stopped" and "batch_id" not in status and not status["lock_held"]
-    assert str(report.rotated_to) in status["reason"]
+    assert report.rotated_to in status["reason"]
+    json.dumps(dataclasses.asdict(report))  # the DAG returns it as XCom
     # the other engine is untouched
     assert visible(settings.watch("structured")) == structured_before
     assert read_tree(settings.checkpoint("structured")) == CHECKPOINT
