@@ -403,14 +403,24 @@ def crash_run(settings: Settings, point: str, allowed: int) -> int:
 
 
 def land_crash_set(settings: Settings) -> None:
-    for index, (name, data) in enumerate({**VALID, **INVALID}.items()):
-        land(settings, name, data, age=600 - index)
+    """Valid files with the rejects in between (files are staged oldest first), and a symlink."""
+    ordered = list(VALID)
+    ordered[1:1] = ["latin.txt"]
+    ordered[4:4] = ["empty.txt"]
+    for index, name in enumerate(ordered):
+        land(settings, name, {**VALID, **INVALID}[name], age=600 - index)
+    (settings.landing / "link.txt").symlink_to(settings.landing / "file 0.txt")
 
 
 def assert_no_partial_file_is_visible(settings: Settings) -> None:
     full = {sha(data) for data in VALID.values()}
     for engine in ENGINES:
         assert all(sha(data) in full for data in visible(settings.watch(engine)).values())
+
+
+def entries_link_id(settings: Settings) -> int:
+    [row] = [e for e in Ledger(settings.ledger).entries(100) if e["name"] == "link.txt"]
+    return int(row["id"])
 
 
 def assert_staged_exactly_once(settings: Settings) -> None:
@@ -420,13 +430,13 @@ def assert_staged_exactly_once(settings: Settings) -> None:
         assert hidden(settings.watch(engine)) == []
     assert list(settings.landing.iterdir()) == []  # nothing left behind ...
     assert archived(settings) == sorted(VALID.values())  # ... and nothing lost
-    quarantined = sorted(p.read_bytes() for p in settings.quarantine.iterdir()
-                         if not p.name.endswith(".reason.txt"))
-    assert quarantined == sorted(INVALID.values())
-    assert len(list(settings.quarantine.glob("*.reason.txt"))) == len(INVALID)
+    entries = [p for p in settings.quarantine.iterdir() if not p.name.endswith(".reason.txt")]
+    assert sorted(p.read_bytes() for p in entries if not p.is_symlink()) == sorted(INVALID.values())
+    assert [p.name for p in entries if p.is_symlink()] == [f"{entries_link_id(settings)}-link.txt"]
+    assert len(list(settings.quarantine.glob("*.reason.txt"))) == len(entries) == 3
     ledger = Ledger(settings.ledger)
     summary = ledger.summary()
-    assert summary["files"] == {"landed": 0, "staged": 6, "quarantined": 2, "duplicate": 1}
+    assert summary["files"] == {"landed": 0, "staged": 6, "quarantined": 3, "duplicate": 1}
     for engine in ENGINES:
         assert summary["deliveries"][engine] == {"publishing": 0, "published": 6, "processed": 0,
                                                  "returned": 0}
@@ -435,8 +445,9 @@ def assert_staged_exactly_once(settings: Settings) -> None:
 @pytest.mark.parametrize(
     ("point", "allowed"),
     [("os.write", 3), ("os.fsync", 0), ("os.fsync", 5), ("os.replace", 0), ("os.replace", 1),
-     ("os.replace", 6), ("os.rename", 2), ("claim", 3), ("record_published", 0),
-     ("record_published", 5), ("plan_move", 4), ("finish", 0), ("finish", 6)],
+     ("os.replace", 2), ("os.replace", 3), ("os.replace", 6), ("os.rename", 0), ("os.rename", 1),
+     ("os.rename", 2), ("claim", 3), ("record_published", 0), ("record_published", 5),
+     ("plan_move", 0), ("plan_move", 2), ("plan_move", 4), ("finish", 0), ("finish", 1), ("finish", 6)],
 )
 def test_a_crash_anywhere_is_completed_by_the_next_run(settings: Settings, point: str, allowed: int) -> None:
     land_crash_set(settings)
@@ -475,3 +486,20 @@ def test_cli_stage(settings: Settings, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(settings.data_dir / "missing"))
     assert cli.main(["stage"]) == 2
     assert capsys.readouterr().err.startswith("wordstream: error: data directory")
+
+
+def test_a_landing_file_removed_after_a_crash_is_settled(settings: Settings) -> None:
+    land(settings, "published.txt", b"made it\n")
+    assert crash_run(settings, "plan_move", 0) == 17  # published to both engines, not archived
+    (settings.landing / "published.txt").unlink()  # someone cleans landing by hand
+    run(settings)
+    [entry] = Ledger(settings.ledger).entries(5)
+    assert entry["status"] == "staged" and "left landing" in entry["reason"]
+    assert all(list(visible(settings.watch(engine)).values()) == [b"made it\n"] for engine in ENGINES)
+
+    land(settings, "never.txt", b"never published\n")
+    assert crash_run(settings, "claim", 0) == 17  # a row, no delivery yet
+    (settings.landing / "never.txt").unlink()
+    run(settings)
+    assert [e["name"] for e in Ledger(settings.ledger).entries(5)] == ["published.txt"]
+    assert all(len(visible(settings.watch(engine))) == 1 for engine in ENGINES)
