@@ -176,10 +176,17 @@ def _kind(mode: int) -> str:
 
 
 def scan_landing(landing: Path, now: float, stable_seconds: float) -> LandingScan:
-    """Classify the top level of ``landing``; regular files oldest first (arrival order)."""
+    """Classify the top level of ``landing``; regular files oldest first (arrival order).
+
+    Only reads (the sensor calls it every second): a missing landing folder is an empty scan.
+    """
     scan = LandingScan()
     cutoff_ns = int((now - stable_seconds) * 1e9)
-    with os.scandir(landing) as entries:
+    try:
+        listing = os.scandir(landing)
+    except FileNotFoundError:
+        return scan
+    with listing as entries:
         for entry in entries:
             try:
                 st = entry.stat(follow_symlinks=False)

@@ -337,6 +337,7 @@ def test_leftover_temp_files_from_a_dead_run_are_removed(settings: Settings) -> 
 
 
 def test_missing_data_dir_is_an_error_and_a_missing_landing_is_created(tmp_path: Path) -> None:
+    assert staging.scan_landing(tmp_path / "nope" / "landing", time.time(), 1) == staging.LandingScan()
     with pytest.raises(StagingError, match="does not exist"):
         stage(Settings(data_dir=tmp_path / "nope"), progress=lambda _line: None)
     assert not (tmp_path / "nope").exists()
