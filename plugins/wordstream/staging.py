@@ -414,11 +414,10 @@ class _Run:
         return "staged" if self.ledger.owns_delivery(file_id) else "duplicate"
 
     # -- per entry -------------------------------------------------------------------------------
-    def quarantine(self, candidate: Candidate, problem: str, row: FileRow | None = None) -> None:
+    def quarantine(self, candidate: Candidate, problem: str) -> None:
         """Move the entry itself (never a link target) to quarantine, with a reason file."""
-        if row is None:
-            size = candidate.size if candidate.kind == "file" else None
-            row = self.ledger.begin(candidate.name, None, size)
+        size = candidate.size if candidate.kind == "file" else None
+        row = self.ledger.begin(candidate.name, None, size)
         if row.moved_to:
             dest = self.absolute(row.moved_to)
         else:
@@ -480,19 +479,22 @@ class _Run:
         deliveries = self.ledger.deliveries(sha256)
         needed = [engine for engine in ENGINES
                   if engine not in deliveries or deliveries[engine].state == "returned"]
-        targets: list[Path] = []
+        to_write: dict[str, Path] = {}
         for engine in needed:
             self.ledger.claim(row.id, sha256, engine, watch_name)
             target = self.settings.watch(engine) / watch_name
             if not os.path.lexists(target):  # exists: published by a run that died before recording it
-                targets.append(target)
-        if targets:
-            self.touched.update(target.parent for target in targets)
+                to_write[engine] = target
+        if to_write:
+            self.touched.update(target.parent for target in to_write.values())
             try:
-                publish_atomically(fd, targets, sha256)
+                publish_atomically(fd, list(to_write.values()), sha256)
             except ContentChangedError:
                 for engine in needed:
-                    self.ledger.drop_claim(sha256, engine)
+                    if engine in to_write:
+                        self.ledger.drop_claim(sha256, engine)
+                    else:
+                        self.ledger.record_published(sha256, engine)
                 self.ledger.forget(row.id)
                 self.report.skipped_unstable += 1
                 return
@@ -532,7 +534,6 @@ class _Run:
         move_entry(candidate.path, dest)
         self.touched.update((dest.parent, candidate.path.parent))
         self.ledger.finish(row.id, status, reason=reason, watch_name=watch_name)
-
 
     def stage_all(self, recheck_seconds: float, progress_every: int) -> StageReport:
         """Recover, scan, re-check, then quarantine or stage every entry."""

@@ -504,3 +504,26 @@ def test_a_landing_file_removed_after_a_crash_is_settled(settings: Settings) -> 
     run(settings)
     assert [e["name"] for e in Ledger(settings.ledger).entries(5)] == ["published.txt"]
     assert all(len(visible(settings.watch(engine))) == 1 for engine in ENGINES)
+
+
+def test_bytes_changed_between_validation_and_copy_are_not_published(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = land(settings, "edited.txt", b"version one\n")
+    st = path.stat()
+    validate = staging.inspect_content
+
+    def validate_then_producer_edits(fd: int, max_bytes: int) -> staging.Inspection:
+        result = validate(fd, max_bytes)
+        with path.open("r+b") as handle:  # same size, same mtime: only the copy's hash can tell
+            handle.write(b"VERSION TWO\n")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return result
+
+    monkeypatch.setattr(staging, "inspect_content", validate_then_producer_edits)
+    report = run(settings)
+    assert report.skipped_unstable == 1 and report.handled == 0
+    assert all(list(settings.watch(engine).iterdir()) == [] for engine in ENGINES)  # not even a temp
+    assert Ledger(settings.ledger).entries(5) == []
+    monkeypatch.setattr(staging, "inspect_content", validate)
+    assert run(settings).staged == 1
+    assert list(visible(settings.watch("dstream")).values()) == [b"VERSION TWO\n"]
