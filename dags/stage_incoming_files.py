@@ -31,7 +31,8 @@ from airflow.sdk import Asset, PokeReturnValue, dag, task
 
 from wordstream.settings import Settings
 
-WATCH_ASSET = Asset(name="wordstream_watch", uri=Settings.from_env().watch_root.as_uri())
+# A stable name, whatever the data directory: consumers schedule on it.
+WATCH_ASSET = Asset(name="wordstream_watch")
 log = logging.getLogger(__name__)
 
 

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         sc = SparkContext.getOrCreate(conf)
         ssc = StreamingContext.getOrCreate(str(args.checkpoint), lambda: dstream_job.create_context(sc, args))
         ssc.start()
+        if dstream_job.fresh_epoch:
+            waiting = dstream_job.announce_waiting_files(args.watch)
+            driver.log(f"new epoch: {waiting} files already waiting in {args.watch}")
         driver.running()
         reason = driver.run_until_stopped(lambda seconds: bool(ssc.awaitTerminationOrTimeout(seconds)))
         if reason != "terminated":

@@ -187,7 +187,7 @@ class Driver:
             batch_time=batch["time"], input_rows=rows_in, batch_duration_ms=batch["batch_duration_ms"],
             input_rows_per_second=batch["input_rows_per_second"],
             processed_rows_per_second=batch["processed_rows_per_second"],
-            files_in_batch=len(files), files_processed=len(ledger.processed_watch_names(self.engine)),
+            files_in_batch=len(files), files_processed=ledger.processed_count(self.engine),
             top_words=self.top_words(), recent_batches=list(self._recent),
         )
 

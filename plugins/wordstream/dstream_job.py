@@ -7,10 +7,12 @@ functions of a module are pickled by reference and found again on recovery.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from functools import partial
 from operator import add
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wordstream import results
@@ -26,6 +28,8 @@ SCHEMA = "key string, count long"
 
 # Set by the application's main(); batch functions restored from a checkpoint find the driver here.
 driver: Driver | None = None
+# True when create_context built a new context instead of recovering one.
+fresh_epoch = False
 _lines_in: dict[int, tuple[int, float]] = {}
 
 
@@ -89,8 +93,25 @@ def persist_to(output: str) -> Any:
     return persist
 
 
+def announce_waiting_files(watch: Path) -> int:
+    """Give files already waiting in a fresh epoch's watch folder a new mtime, so they are counted.
+
+    ``textFileStream`` takes only files modified after the stream started. A new epoch (first start,
+    or after a reset) would otherwise skip files staged before it came up. Only the mtime changes;
+    a recovered context needs none of this, since its down-time batches find those files.
+    """
+    touched = 0
+    for path in sorted(watch.iterdir()):
+        if path.is_file() and not path.name.startswith((".", "_")):
+            os.utime(path)
+            touched += 1
+    return touched
+
+
 def create_context(sc: SparkContext, args: AppArgs) -> StreamingContext:
     """The tutorial's pipeline; called only when there is no checkpoint to recover from."""
+    global fresh_epoch
+    fresh_epoch = True
     from pyspark import StorageLevel
     from pyspark.streaming import StreamingContext
 
