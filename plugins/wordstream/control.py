@@ -150,7 +150,7 @@ def write_status(state_dir: Path, engine: str, **fields: Any) -> dict[str, Any]:
 
 def _load(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        return json.loads(path.read_text())
     except FileNotFoundError:
         return None
 

@@ -27,7 +27,7 @@ _WHITESPACE = re.compile("[ \t\n\x0b\f\r]+")
 def check_key_mode(mode: str) -> KeyMode:
     if mode not in KEY_MODES:
         raise ValueError(f"unknown key mode {mode!r}: choose one of {', '.join(KEY_MODES)}")
-    return mode  # type: ignore[return-value]
+    return mode
 
 
 def line_keys(line: str, mode: KeyMode) -> list[str]:

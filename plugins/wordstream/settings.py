@@ -26,7 +26,7 @@ def check_engine(name: str) -> Engine:
     """Return ``name`` as an :data:`Engine`, or raise ValueError with the accepted names."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
-    return name  # type: ignore[return-value]
+    return name
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
