@@ -58,6 +58,14 @@
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
   // -- charts -------------------------------------------------------------------------------------
+  // The next "round" number (1, 2, 2.5, 5 times a power of ten) at or above v: readable axis labels.
+  function niceCeil(v) {
+    if (!(v > 0)) return 1;
+    const power = Math.pow(10, Math.floor(Math.log10(v)));
+    const m = v / power;
+    return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 2.5 ? 2.5 : m <= 5 ? 5 : 10) * power;
+  }
+
   // A line chart of one or more series over the recent batches; x is the batch, y starts at 0.
   function lineChart(svg, batches, series) {
     clear(svg);
@@ -71,7 +79,7 @@
     series.forEach(function (s) {
       batches.forEach(function (b) { if (isNum(b[s.key])) max = Math.max(max, b[s.key]); });
     });
-    max = max > 0 ? max * 1.1 : 1;
+    max = niceCeil(max * 1.05);
     const x = function (i) {
       return batches.length === 1 ? left + (W - left - right) / 2
         : left + i * (W - left - right) / (batches.length - 1);
@@ -81,7 +89,7 @@
       const v = max * f, yy = y(v);
       svg.appendChild(svgEl("line", { x1: left, x2: W - right, y1: yy, y2: yy, class: "grid" }));
       svg.appendChild(svgEl("text", { x: left - 6, y: yy + 4, "text-anchor": "end" },
-        v >= 100 ? fmtInt(v) : v.toFixed(1)));
+        max >= 10 ? fmtInt(v) : v.toFixed(1)));
     });
     const first = batches[0], last = batches[batches.length - 1];
     svg.appendChild(svgEl("text", { x: left, y: H - 8, "text-anchor": "start" }, "batch " + first.batch_id));
@@ -156,12 +164,13 @@
     setField("input_rows_per_second", fmtRate(st.input_rows_per_second), st.input_rows_per_second);
     setField("processed_rows_per_second", fmtRate(st.processed_rows_per_second), st.processed_rows_per_second);
     setField("batch_duration_ms", fmtInt(st.batch_duration_ms), st.batch_duration_ms);
-    setField("files_in_batch", fmtInt(st.files_in_batch), st.files_in_batch);
+    setField("files_in_batch", isNum(st.files_in_batch)
+      ? fmtInt(st.files_in_batch) + (st.files_in_batch === 1 ? " file" : " files") : "—", st.files_in_batch);
     setField("files_processed", fmtInt(st.files_processed), st.files_processed);
 
     setField("lag_files", fmtInt(lag.files), lag.files);
-    setField("lag_oldest_age", lag.oldest_age_seconds === null ? "—"
-      : fmtAge(lag.oldest_age_seconds) + " (" + lag.oldest_name + ")", lag.oldest_age_seconds);
+    setField("lag_oldest_age", fmtAge(lag.oldest_age_seconds), lag.oldest_age_seconds);
+    setField("lag_oldest_name", lag.oldest_name || "", lag.oldest_name);
     document.querySelector(".card.lag").classList.toggle("late",
       isNum(lag.oldest_age_seconds) && lag.oldest_age_seconds > 60);
 
