@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from fastapi import FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
 from wordstream import control, results
+from wordstream.driver import RECENT_BATCHES, Driver, parse_app_args
 from wordstream.ledger import Ledger
 from wordstream.settings import Settings
 from wordstream.ui import REFRESH_SECONDS, TOP_WORDS, URL_PREFIX, create_app, render_page, stream_view
@@ -171,6 +173,27 @@ def test_a_driver_gone_without_final_status_shows_failed(settings: Settings) -> 
     assert view["status"]["state"] == "failed"
     assert "killed" in view["status"]["reason"]
     assert view["status"]["since"] == view["status"]["updated_at"]
+
+
+def test_the_driver_status_feeds_the_charts_with_its_last_batches(settings: Settings) -> None:
+    args = parse_app_args("dstream", settings.app_args("dstream"))
+    sigterm = signal.getsignal(signal.SIGTERM)  # the driver installs its own handler
+    try:
+        with Driver("dstream", args) as driver:
+            driver.running()
+            for batch in range(RECENT_BATCHES + 5):
+                driver.batch_done(batch, rows_in=10 * batch, seconds=0.5, files=[], rows_out=batch)
+            view = stream_view(settings, "dstream")
+            assert view["status"]["state"] == "running"
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    recent = view["recent_batches"]
+    assert [b["batch_id"] for b in recent] == list(range(5, RECENT_BATCHES + 5))
+    assert recent[-1] == {"batch_id": RECENT_BATCHES + 4, "time": view["status"]["batch_time"],
+                          "input_rows": 10 * (RECENT_BATCHES + 4),
+                          "input_rows_per_second": 20.0 * (RECENT_BATCHES + 4),
+                          "processed_rows_per_second": 20.0 * (RECENT_BATCHES + 4), "batch_duration_ms": 500}
+    assert stream_view(settings, "dstream")["status"]["state"] == "stopped"
 
 
 def test_top_words_are_capped_and_ranked_by_count_then_word(settings: Settings) -> None:
