@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from wordstream import control, results
 from wordstream.driver import RECENT_BATCHES, Driver, parse_app_args
 from wordstream.ledger import Ledger
-from wordstream.settings import Settings
+from wordstream.settings import Engine, Settings
 from wordstream.ui import REFRESH_SECONDS, TOP_WORDS, URL_PREFIX, create_app, render_page, stream_view
 
 NOW = datetime(2025, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -57,8 +57,8 @@ def quarantine(ledger: Ledger, name: str, reason: str) -> None:
     ledger.finish(row.id, "quarantined", reason=reason)
 
 
-def publish_file(settings: Settings, engine: str, watch_name: str, age_seconds: float) -> None:
-    path = settings.watch(engine) / watch_name  # type: ignore[arg-type]
+def publish_file(settings: Settings, engine: Engine, watch_name: str, age_seconds: float) -> None:
+    path = settings.watch(engine) / watch_name
     path.write_text("some words\n")
     stamp = NOW.timestamp() - age_seconds
     os.utime(path, (stamp, stamp))
