@@ -31,12 +31,12 @@ from wordstream import control, results
 from wordstream.airflow_api import AirflowClient
 from wordstream.airflow_env import ADMIN_USER
 from wordstream.ledger import Ledger
-from wordstream.settings import Settings
+from wordstream.settings import Engine, Settings
 from wordstream.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
-ENGINE = "structured"
+ENGINE: Engine = "structured"
 MENU_ITEM = f"Stream status: {ENGINE}"
 BATCHES = 12
 
