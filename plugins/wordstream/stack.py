@@ -125,7 +125,7 @@ def port_owner(port: int) -> psutil.Process | None:
 
 def describe(proc: psutil.Process) -> str:
     try:
-        command = " ".join(proc.cmdline()) or proc.name()
+        command = " ".join(" ".join(proc.cmdline()).split()) or proc.name()  # setproctitle pads
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         command = "?"
     return f"pid {proc.pid} ({command[:100]})"
@@ -183,6 +183,7 @@ class Stack:
         self.stream_stop_timeout = stream_stop_timeout
         self.grace_seconds = grace_seconds
         self._popen: subprocess.Popen[bytes] | None = None
+        self._last_state: dict[str, Any] = {}  # kept after stop() so processes() can still check
 
     # -- locations ------------------------------------------------------------------------------
     @property
@@ -227,11 +228,13 @@ class Stack:
     def recorded(self) -> dict[str, Any]:
         """What ``stack.json`` says this run directory started (empty when nothing)."""
         try:
-            return dict(json.loads(self.state_file.read_text()))
+            state = dict(json.loads(self.state_file.read_text()))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
             raise StackError(f"unreadable {self.state_file}: {exc}; remove it after checking `ps`") from None
+        self._last_state = state
+        return state
 
     def _airflow_leader(self, state: Mapping[str, Any]) -> psutil.Process | None:
         """The recorded ``airflow standalone`` process, if it is still that process."""
@@ -256,8 +259,9 @@ class Stack:
         Recognised by the stack id in the environment (inherited by everything Airflow forks or
         execs, also after a task moves to a process group of its own), by Airflow's process group,
         and by a Spark command line naming this repo's ``spark_apps`` and this stack's data directory.
+        After :meth:`stop` the last recorded stack is still checked, so a test can prove it is gone.
         """
-        state = self.recorded()
+        state = self.recorded() or self._last_state
         stack_id = state.get("stack_id")
         pgid = int(state["airflow_pid"]) if state.get("airflow_pid") else None
         leader = self._airflow_leader(state)
@@ -575,7 +579,8 @@ class Stack:
 
     # -- internals ------------------------------------------------------------------------------
     def _write_state(self, state: Mapping[str, Any]) -> None:
-        control.write_json_atomically(self.state_file, dict(state))
+        self._last_state = dict(state)
+        control.write_json_atomically(self.state_file, self._last_state)
 
     def _rotate_log(self) -> None:
         if self.log_file.exists() and self.log_file.stat().st_size > 0:

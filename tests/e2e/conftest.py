@@ -1,10 +1,11 @@
 """The real stack for end-to-end tests: Airflow standalone in temporary folders, on free ports.
 
-One stack per test session (starting Airflow costs half a minute of two CPUs). It is isolated from a
-developer's running ``make run``: its own AIRFLOW_HOME, data directory, run directory and ports,
-and an environment without the caller's ``AIRFLOW*`` variables (the DAG tests set some in-process).
-Teardown stops it and fails the session if any of its processes, or any process using its data
-directory, is still alive.
+One stack for all e2e tests (starting Airflow costs half a minute of two CPUs), stopped as soon as
+the last e2e test is done, so it does not idle beside the Spark tests that run after it. It is
+isolated from a developer's running ``make run``: its own AIRFLOW_HOME, data directory, run
+directory and ports, and an environment without the caller's ``AIRFLOW*`` variables (the DAG tests
+set some in-process). Stopping it fails the run if any of its processes, or any process using its
+data directory, is still alive.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from wordstream.airflow_api import AirflowClient
 from wordstream.cluster import find_free_port
 from wordstream.stack import Stack
 
+E2E_DIR = Path(__file__).resolve().parent
+_running: list[Stack] = []
+
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct ports nothing listens on right now."""
@@ -29,6 +33,25 @@ def free_ports(count: int) -> list[int]:
         if port not in ports:
             ports.append(port)
     return ports
+
+
+def stop_and_check(stack: Stack) -> None:
+    """Stop the stack and prove nothing of it is left: by stack id, process group and data dir."""
+    recorded = stack.recorded()
+    stack.stop()
+    left = stack.processes()  # still knows the stack id after stop
+    assert not left, f"left running: {left}"
+    group = recorded.get("airflow_pid")
+    if group:
+        assert not group_members(int(group)), f"Airflow's process group {group} still has members"
+    data_dir = str(stack.instance.data_dir)
+    wait_until(lambda: not processes_mentioning(data_dir), 30, f"every process using {data_dir} to exit")
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the shared stack right after the last e2e test instead of at the end of the session."""
+    if _running and (nextitem is None or E2E_DIR not in Path(str(nextitem.path)).parents):
+        stop_and_check(_running.pop())
 
 
 @pytest.fixture(scope="session")
@@ -48,17 +71,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stream_stop_timeout=60.0,
         grace_seconds=15.0,
     )
+    _running.append(started)
     try:
         started.start()
         yield started
     finally:
-        group = started.recorded().get("airflow_pid")
-        started.stop()
-        assert not started.processes(), f"left running: {started.processes()}"
-        if group:
-            assert not group_members(int(group)), f"Airflow's process group {group} still has members"
-        data_dir = str(started.instance.data_dir)
-        wait_until(lambda: not processes_mentioning(data_dir), 30, f"every process using {data_dir} to exit")
+        if started in _running:
+            _running.remove(started)
+            stop_and_check(started)
 
 
 @pytest.fixture(scope="session")
