@@ -31,7 +31,7 @@ RUN pip install --no-cache-dir -r /tmp/wordstream-requirements.txt \
 # checkout. An editable install keeps it that way and lets the compose file's bind mounts of dags/,
 # plugins/ and spark_apps/ take effect without a rebuild; --no-deps: everything came pinned above.
 COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/
-COPY --chown=airflow:0 plugins/wordstream /opt/airflow/plugins/wordstream
+COPY --chown=airflow:0 plugins /opt/airflow/plugins
 COPY --chown=airflow:0 spark_apps /opt/airflow/spark_apps
 COPY --chown=airflow:0 dags /opt/airflow/dags
 RUN pip install --no-cache-dir --no-deps -e /opt/airflow \
