@@ -51,7 +51,7 @@ import psutil
 from wordstream import control
 from wordstream.airflow_api import AirflowApiError, AirflowClient
 from wordstream.airflow_env import ADMIN_USER, AirflowInstance
-from wordstream.settings import ENGINES, Settings
+from wordstream.settings import ENGINES, Engine, Settings
 
 DAG_IDS = ("stream_structured", "stream_dstream", "stage_incoming_files", "streaming_maintenance")
 STARTED_STREAM = "stream_structured"
@@ -417,7 +417,7 @@ class Stack:
         state = self.recorded()
         if not state:
             return
-        self._stop_streams()
+        stop_requested = self._stop_streams()
         pending = self.processes()
         if pending:
             self.progress(f"stopping Airflow ({len(pending)} processes) ...")
@@ -450,16 +450,17 @@ class Stack:
         left = self.processes()
         if left:
             raise StackError("still alive after SIGKILL: " + ", ".join(describe(p) for p in left))
-        for engine in ENGINES:  # a marker no driver consumed would stop the next start at once
+        for engine in stop_requested:  # a marker no driver consumed would stop the next start at once
             control.clear_stop(self.settings.state, engine)
         self.state_file.unlink(missing_ok=True)
         self.progress("stack stopped: no process left running")
 
-    def _stop_streams(self) -> None:
+    def _stop_streams(self) -> list[Engine]:
+        """Ask every running engine on our data to stop after its batch; returns the engines asked."""
         state_dir = self.settings.state
         running = [engine for engine in ENGINES if control.is_running(state_dir, engine)]
         if not running:
-            return
+            return []
         self.progress(f"stopping streams gracefully: {', '.join(running)} ...")
         for engine in running:
             control.request_stop(state_dir, engine)
@@ -473,6 +474,7 @@ class Stack:
                 self.progress(f"  {engine} did not stop within {self.stream_stop_timeout:g} s: killing it")
         if stopped:
             self._wait_stream_runs_finished([f"stream_{engine}" for engine in stopped])
+        return running
 
     def _wait_stream_runs_finished(self, dag_ids: list[str], timeout: float = 45.0) -> None:
         """Let Airflow record the stopped streams' runs as finished before Airflow itself stops.
