@@ -18,7 +18,7 @@ from wordstream.keys import check_key_mode
 from wordstream.settings import Engine, Settings
 from wordstream.spark_env import application, spark_env
 
-GRACEFUL_KILL_SECONDS = 6.0
+GRACEFUL_KILL_SECONDS = 3.0
 
 
 def stream_args(settings: Settings, engine: Engine, params: dict[str, Any]) -> list[str]:
