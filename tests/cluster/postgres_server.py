@@ -1,0 +1,209 @@
+"""A throw-away PostgreSQL server: Debian's binaries, a fresh cluster in a temp dir, 127.0.0.1 only.
+
+Airflow's metadata lives in PostgreSQL in docker-compose.yaml; this gives a test the same database
+without Docker. The cluster is created with ``initdb`` in its own directory, listens on 127.0.0.1 on
+the port given (TCP connections need the generated password) and on a Unix socket in that directory,
+and is gone, processes and files, when the ``with`` block ends::
+
+    with PostgresServer(port=find_free_port()) as server:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = server.url("postgresql+psycopg2")
+
+PostgreSQL refuses to run as root, so as root every server command runs as the ``postgres`` user
+(``runuser``), which is also why the directory is a fresh one under the system temp folder: pytest's
+own temp folders are private to root. Durability is switched off (``fsync=off``): nothing here has to
+survive a crash, and Airflow's migrations run several times faster without it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
+SERVER_USER = "postgres"
+SUPERUSER = "postgres"
+SPEED_OVER_DURABILITY = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+
+class PostgresUnavailable(RuntimeError):
+    """PostgreSQL is not installed and cannot be installed here; the message says why."""
+
+
+class PostgresError(RuntimeError):
+    """The server could not be created, started or stopped; the message carries the log's tail."""
+
+
+def _newest_bin_dir() -> Path | None:
+    candidates = [path / "bin" for path in DEBIAN_ROOT.glob("*") if (path / "bin" / "initdb").is_file()]
+    return max(candidates, key=lambda path: int(path.parent.name), default=None) if candidates else None
+
+
+def server_bin_dir(install: bool = True) -> Path:
+    """Debian's ``/usr/lib/postgresql/<newest>/bin``, installing the ``postgresql`` package if missing.
+
+    Raises :class:`PostgresUnavailable` when it is missing and apt cannot be used (not root).
+    """
+    found = _newest_bin_dir()
+    if found is not None:
+        return found
+    if not install or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise PostgresUnavailable(
+            f"no PostgreSQL server under {DEBIAN_ROOT} and apt-get cannot install one here "
+            "(needs root): `apt-get install postgresql`"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install_commands = (["apt-get", "update"],
+                        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"])
+    for command in install_commands:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+        if done.returncode != 0:
+            raise PostgresUnavailable(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    found = _newest_bin_dir()
+    if found is None:
+        raise PostgresUnavailable(f"apt-get installed postgresql but {DEBIAN_ROOT}/*/bin/initdb is missing")
+    return found
+
+
+@dataclass
+class PostgresServer:
+    """One PostgreSQL cluster with one database owned by one login role (a generated password)."""
+
+    port: int
+    database: str = "airflow"
+    user: str = "airflow"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    start_timeout: int = 60
+    root: Path | None = field(default=None, init=False)
+    _bin: Path | None = field(default=None, init=False, repr=False)
+    _processes: list[psutil.Process] = field(default_factory=list, init=False, repr=False)
+
+    # -- addresses ------------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.root is not None, "not started"
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        assert self.root is not None, "not started"
+        return self.root / "socket"
+
+    @property
+    def log(self) -> Path:
+        assert self.root is not None, "not started"
+        return self.root / "postgres.log"
+
+    def url(self, scheme: str = "postgresql+psycopg2") -> str:
+        """A SQLAlchemy URL over TCP with the password (token_urlsafe needs no quoting)."""
+        return f"{scheme}://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> PostgresServer:
+        """initdb, start, create the role and the database; on any failure stop and clean up."""
+        self._bin = server_bin_dir()
+        self.root = Path(tempfile.mkdtemp(prefix="wordstream-postgres-"))
+        try:
+            self.socket_dir.mkdir()
+            if os.geteuid() == 0:
+                owner = pwd.getpwnam(SERVER_USER)
+                for path in (self.root, self.socket_dir):
+                    os.chown(path, owner.pw_uid, owner.pw_gid)
+            self._server_command(["initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "-E", "UTF8",
+                                  "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256"])
+            options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host} "
+                       f"{SPEED_OVER_DURABILITY}")
+            self._server_command(["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log), "-o", options,
+                                  "-w", "-t", str(self.start_timeout), "start"])
+            self._processes = self.processes()
+            # The socket directory is the server user's; trust authentication applies there only.
+            self._server_command(["psql", "-h", str(self.socket_dir), "-p", str(self.port), "-U", SUPERUSER,
+                                  "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q",
+                                  "-c", f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'",
+                                  "-c", f"CREATE DATABASE {self.database} OWNER {self.user}"])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast``; every server process must be gone, then the directory is removed."""
+        if self.root is None:
+            return
+        try:
+            if (self.data_dir / "postmaster.pid").exists():
+                self._processes = self._processes or self.processes()
+                self._server_command(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w",
+                                      "-t", str(self.start_timeout), "stop"])
+            alive = still_alive(self._processes, timeout=10)
+            if alive:
+                for proc in alive:
+                    proc.kill()
+                raise PostgresError(f"PostgreSQL processes outlived `pg_ctl stop`: {[p.pid for p in alive]}")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- inspection -----------------------------------------------------------------------------
+    def processes(self) -> list[psutil.Process]:
+        """The postmaster (first line of ``postmaster.pid``) and its children, while running."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+            postmaster = psutil.Process(pid)
+            return [postmaster, *postmaster.children(recursive=True)]
+        except (OSError, ValueError, psutil.NoSuchProcess):
+            return []
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except (OSError, AssertionError):
+            return "(no log)"
+
+    # -- internals ------------------------------------------------------------------------------
+    def _server_command(self, command: list[str]) -> None:
+        assert self._bin is not None and self.root is not None
+        argv = [str(self._bin / command[0]), *command[1:]]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", SERVER_USER, "--", *argv]
+        done = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, check=False,
+                              timeout=self.start_timeout + 30)
+        if done.returncode != 0:
+            raise PostgresError(f"{command[0]} exited {done.returncode}: {done.stderr.strip()[-2000:]}\n"
+                                f"--- {self.log}\n{self.tail()}")
+
+
+def still_alive(processes: list[psutil.Process], timeout: float = 0.0) -> list[psutil.Process]:
+    """Those of ``processes`` still running after up to ``timeout`` seconds (zombies count as gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in processes:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.NoSuchProcess:
+                continue
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.2)
