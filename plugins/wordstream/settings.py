@@ -50,6 +50,7 @@ class Settings:
     shuffle_partitions: int = 4
     retention_days: int = 7
     dstream_remember_seconds: int = 60
+    spark_driver_host: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +66,7 @@ class Settings:
             dstream_remember_seconds=_env_int(
                 env, "WORDSTREAM_DSTREAM_REMEMBER_SECONDS", cls.dstream_remember_seconds
             ),
+            spark_driver_host=env.get("WORDSTREAM_SPARK_DRIVER_HOST", ""),
         )
 
     # -- the folder layout (architecture.md) -------------------------------------------------
@@ -133,7 +135,9 @@ class Settings:
     def spark_conf(self) -> dict[str, str]:
         """Spark settings every wordstream application runs with."""
         remember = f"{self.dstream_remember_seconds}s"
+        driver_host = {"spark.driver.host": self.spark_driver_host} if self.spark_driver_host else {}
         return {
+            **driver_host,
             "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
             "spark.streaming.fileStream.minRememberDuration": remember,
             "spark.ui.showConsoleProgress": "false",

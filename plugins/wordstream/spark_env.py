@@ -25,7 +25,11 @@ def spark_home() -> Path:
 
 
 def spark_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Variables to add to a spark-submit's environment (PATH with this venv's bin first)."""
+    """Variables to add to a spark-submit's environment (PATH with this venv's bin first).
+
+    Spark binds its driver, block manager and UI to ``SPARK_LOCAL_IP``: loopback unless the caller
+    set another address (a driver that cluster executors must reach, as in docker-compose).
+    """
     base = os.environ if base is None else base
     bin_dir = str(Path(sys.executable).parent)
     path = base.get("PATH", "/usr/bin:/bin")
@@ -36,6 +40,7 @@ def spark_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
         "SPARK_HOME": str(spark_home()),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": base.get("SPARK_LOCAL_IP") or "127.0.0.1",
     }
 
 
