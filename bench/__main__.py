@@ -1,0 +1,151 @@
+"""``python -m bench`` (``make bench``): run the measurements, print the table, save JSON and Markdown.
+
+Options::
+
+    --quick          every measurement shrunk (small corpora, one repeat): for developing
+    --only P1,P3     run only these measurements
+    --repeats N      override every measurement's number of repeats
+    --work DIR       scratch folder, kept afterwards; generated corpora are reused from it
+    --keep           keep the default temporary scratch folder (logs of every Spark and Airflow process)
+
+A full run takes the better part of an hour on two cores; the figures and their ratios are always
+taken in the same run, side by side, because the machine's load changes between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import report
+from bench.common import Context, Result
+
+RESULTS_DIR = Path(__file__).with_name("results")
+
+
+def _p1(ctx: Context) -> list[Result]:
+    from bench import throughput
+
+    return [throughput.measure(ctx, "structured")]
+
+
+def _p2(ctx: Context) -> list[Result]:
+    from bench import throughput
+
+    return [throughput.measure(ctx, "dstream")]
+
+
+def _p3_p7(ctx: Context, which: set[str]) -> list[Result]:
+    from bench import latency
+
+    return latency.measure(ctx, which)
+
+
+def _p4(ctx: Context) -> list[Result]:
+    from bench import staging_speed
+
+    return [staging_speed.measure(ctx)]
+
+
+def _p5(ctx: Context) -> list[Result]:
+    from bench import dag_parse
+
+    return [dag_parse.measure(ctx)]
+
+
+def _p6(ctx: Context) -> list[Result]:
+    from bench import state_store
+
+    return [state_store.measure(ctx)]
+
+
+IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+MEASURES = {
+    "P1": "structured stream sustained throughput", "P2": "DStream throughput",
+    "P3": "latency landing -> totals", "P4": "staging speed and memory", "P5": "DAG parse time",
+    "P6": "1,000,000 keys of state", "P7": "trigger -> first batch committed",
+}
+
+
+def plan(selected: list[str]) -> list[tuple[list[str], Callable[[Context], list[Result]]]]:
+    """Measurements in run order; P3 and P7 share one Airflow stack (starting one costs a minute)."""
+    steps: list[tuple[list[str], Callable[[Context], list[Result]]]] = []
+    simple = {"P1": _p1, "P2": _p2, "P4": _p4, "P5": _p5, "P6": _p6}
+    for key in ("P5", "P4", "P1", "P2", "P6"):
+        if key in selected:
+            steps.append(([key], simple[key]))
+    stacked = sorted({"P3", "P7"} & set(selected))
+    if stacked:
+        steps.append((stacked, lambda ctx: _p3_p7(ctx, set(stacked))))
+    return steps
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shrink every measurement (development)")
+    parser.add_argument("--only", default=",".join(IDS), help="comma-separated ids, e.g. P1,P3")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats of every measurement")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temporary)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder and its logs")
+    args = parser.parse_args(argv)
+    args.selected = [part.strip().upper() for part in args.only.split(",") if part.strip()]
+    unknown = [part for part in args.selected if part not in IDS]
+    if unknown:
+        parser.error(f"unknown measurement {', '.join(unknown)}: choose from {', '.join(IDS)}")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="wordstream-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ctx = Context(work=work.resolve(), quick=args.quick, repeats=args.repeats)
+    ctx.say(f"measuring {', '.join(args.selected)}{' (quick)' if args.quick else ''}; scratch: {ctx.work}")
+    started = time.time()
+    collected: list[Result] = []
+    failed = False
+    try:
+        for ids, step in plan(args.selected):
+            began = time.monotonic()
+            try:
+                found = step(ctx)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one failed measurement must not lose the others
+                failed = True
+                ctx.say(f"{'/'.join(ids)} failed: {exc}")
+                traceback.print_exc()
+                found = [Result(key, MEASURES[key], error=f"{type(exc).__name__}: {exc}"[:2000])
+                         for key in ids]
+            for result in found:
+                result.seconds = time.monotonic() - began
+                result.taken_at = datetime.now(UTC).isoformat(timespec="seconds")
+            collected.extend(found)
+            ctx.say(f"{'/'.join(ids)} done in {time.monotonic() - began:.0f} s")
+    finally:
+        if collected:
+            collected.sort(key=lambda r: IDS.index(r.id))
+            json_path, md_path, rows = report.save(collected, RESULTS_DIR, started, quick=args.quick,
+                                                   selected=args.selected, order=IDS)
+            print()
+            print(report.markdown(collected if args.quick else rows, quick=args.quick))
+            also = f" and {md_path}" if md_path else " (quick: latest.md untouched)"
+            ctx.say(f"saved {json_path}{also}")
+        if args.keep or args.work is not None:
+            ctx.say(f"kept the scratch folder {ctx.work}")
+        else:
+            shutil.rmtree(ctx.work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""What every measurement shares: the run context, summaries of repeats, results, Spark processes.
+
+A benchmark that leaves a Spark driver or an Airflow behind spoils every figure taken after it, so
+every process started here runs in a process group of its own and is killed, group and all, in a
+``finally`` block, whatever happened to the measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+from wordstream import control
+from wordstream.settings import Engine, Settings
+from wordstream.spark_env import application, spark_env, spark_submit_binary
+
+MASTER = "local[2]"
+T = TypeVar("T")
+
+
+# -- the run -----------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """Options of one ``python -m bench`` run and where it keeps its scratch files."""
+
+    work: Path
+    quick: bool = False
+    repeats: int | None = None  # None: each measurement's own default
+    started: float = field(default_factory=time.monotonic)
+
+    def say(self, message: str, tag: str = "bench") -> None:
+        """One progress line, with the time since the run began (long runs must show life)."""
+        elapsed = time.monotonic() - self.started
+        print(f"[{elapsed:7.1f}s] [{tag}] {message}", flush=True)
+
+    def repeats_for(self, full: int, quick: int = 1) -> int:
+        if self.repeats is not None:
+            return max(1, self.repeats)
+        return quick if self.quick else full
+
+    def size(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def fresh_dir(self, name: str) -> Path:
+        path = self.work / name
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+
+# -- summaries ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figure:
+    """Repeated observations of one quantity, summarised by median and spread (min-max, IQR)."""
+
+    name: str
+    unit: str
+    values: tuple[float, ...]
+    higher_is_better: bool = True
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+    @property
+    def low(self) -> float:
+        return min(self.values) if self.values else float("nan")
+
+    @property
+    def high(self) -> float:
+        return max(self.values) if self.values else float("nan")
+
+    def quartiles(self) -> tuple[float, float]:
+        if len(self.values) < 2:
+            return (self.median, self.median)
+        q = statistics.quantiles(self.values, n=4, method="inclusive")
+        return (q[0], q[2])
+
+    def percentile(self, p: float) -> float:
+        """Nearest-rank percentile (p in 0..100): a value that was actually observed."""
+        ordered = sorted(self.values)
+        if not ordered:
+            return float("nan")
+        rank = max(1, -(-len(ordered) * p // 100))
+        return ordered[int(rank) - 1]
+
+    def as_dict(self) -> dict[str, Any]:
+        q1, q3 = self.quartiles()
+        return {"name": self.name, "unit": self.unit, "n": self.n, "median": self.median,
+                "min": self.low, "max": self.high, "q1": q1, "q3": q3, "values": list(self.values),
+                "higher_is_better": self.higher_is_better}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Figure:
+        better = bool(data.get("higher_is_better", True))
+        return cls(data["name"], data["unit"], tuple(data["values"]), better)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target of the brief and whether this run met it."""
+
+    target: str
+    met: bool | None  # None: could not be measured
+    detail: str = ""
+
+
+@dataclass
+class Result:
+    """Everything one measurement (P1…P7) found, ready for the JSON file and the Markdown table."""
+
+    id: str
+    measure: str
+    figure: Figure | None = None
+    baselines: list[Figure] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    extra: list[Figure] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    taken_at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "measure": self.measure, "seconds": round(self.seconds, 1),
+            "taken_at": self.taken_at,
+            "figure": self.figure.as_dict() if self.figure else None,
+            "baselines": [b.as_dict() for b in self.baselines],
+            "ratios": self.ratios,
+            "checks": [{"target": c.target, "met": c.met, "detail": c.detail} for c in self.checks],
+            "extra": [e.as_dict() for e in self.extra],
+            "details": self.details, "notes": self.notes, "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        """Back from the JSON file, so a partial run can be merged with the rows it did not redo."""
+        return cls(
+            id=data["id"], measure=data["measure"],
+            figure=Figure.from_dict(data["figure"]) if data.get("figure") else None,
+            baselines=[Figure.from_dict(b) for b in data.get("baselines", [])],
+            ratios=dict(data.get("ratios", {})),
+            checks=[Check(c["target"], c["met"], c.get("detail", "")) for c in data.get("checks", [])],
+            extra=[Figure.from_dict(e) for e in data.get("extra", [])],
+            details=dict(data.get("details", {})), notes=list(data.get("notes", [])),
+            error=data.get("error"), seconds=float(data.get("seconds", 0.0)),
+            taken_at=data.get("taken_at", ""),
+        )
+
+
+def ratio(a: Figure, b: Figure) -> float:
+    """Ratio of medians, oriented so that above 1 means ``a`` is better than ``b``."""
+    if not a.values or not b.values or a.median == 0 or b.median == 0:
+        return float("nan")
+    return a.median / b.median if a.higher_is_better else b.median / a.median
+
+
+def paired_ratios(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
+    """Per-repeat ratios of two series taken side by side (repeat i of ``a`` with repeat i of ``b``)."""
+    return tuple(x / y for x, y in zip(a, b, strict=False) if y)
+
+
+# -- waiting -----------------------------------------------------------------------------------
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``predicate`` until it returns something truthy; TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- processes ---------------------------------------------------------------------------------
+def group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return members
+
+
+def kill_group(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+    """SIGTERM the process group of ``proc`` (its own session), then SIGKILL whatever is left."""
+    if proc is None:
+        return
+    pgid = proc.pid
+    if not group_members(pgid) and proc.poll() is not None:
+        return
+    for sig, patience in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            proc.poll()
+            if not group_members(pgid):
+                break
+            time.sleep(0.2)
+        else:
+            continue
+        break
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class RssSampler:
+    """Peak resident memory of a process group, sampled in the background (per process and summed)."""
+
+    def __init__(self, pgid: int, interval: float = 0.2) -> None:
+        self.pgid = pgid
+        self.interval = interval
+        self.peak_total = 0
+        self.peak_by_name: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for proc in group_members(self.pgid):
+                try:
+                    rss = proc.memory_info().rss
+                    name = "java" if proc.name() == "java" else "python"
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                total += rss
+                self.peak_by_name[name] = max(self.peak_by_name.get(name, 0), rss)
+            self.peak_total = max(self.peak_total, total)
+            self._stop.wait(self.interval)
+
+
+def spark_submit_command(script: str, args: Sequence[str], settings: Settings,
+                         conf: Mapping[str, str] | None = None,
+                         driver_memory: str | None = None) -> list[str]:
+    """spark-submit with the settings every wordstream application runs with (plus ``conf``)."""
+    merged = {**settings.spark_conf(), **(conf or {})}
+    options = [item for key, value in merged.items() for item in ("--conf", f"{key}={value}")]
+    if driver_memory:
+        options += ["--driver-memory", driver_memory]
+    return [spark_submit_binary(), "--master", MASTER, *options, script, *args]
+
+
+def spark_environment(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **spark_env(), "WORDSTREAM_DATA_DIR": str(settings.data_dir)}
+
+
+def run_spark_job(command: list[str], settings: Settings, log: Path, timeout: float) -> None:
+    """Run a finite spark-submit to completion (own process group, killed on any failure)."""
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                    env=spark_environment(settings), start_new_session=True)
+        code = proc.wait(timeout=timeout)
+        if code != 0:
+            raise RuntimeError(f"spark-submit exited {code}; see {log}:\n{tail(log)}")
+    finally:
+        kill_group(proc)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class StreamApp:
+    """One engine's streaming application under spark-submit, as the DAG would start it."""
+
+    def __init__(self, engine: Engine, settings: Settings, log: Path, batch_seconds: int,
+                 conf: Mapping[str, str] | None = None, driver_memory: str | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.log = log
+        args = settings.app_args(engine, batch_seconds=batch_seconds)
+        self.command = spark_submit_command(application(engine), args, settings, conf, driver_memory)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> StreamApp:
+        self.settings.ensure_dirs()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
+                                         env=spark_environment(self.settings), start_new_session=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.alive():
+                control.request_stop(self.settings.state, self.engine)
+                try:
+                    assert self.proc is not None
+                    self.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            kill_group(self.proc)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = self.proc.returncode if self.proc else None
+            raise RuntimeError(f"{self.engine} stream exited ({code}); see {self.log}:\n{tail(self.log)}")
+
+    def status(self) -> dict[str, Any]:
+        return control.read_status(self.settings.state, self.engine)
+
+    def wait_running(self, timeout: float = 240.0) -> None:
+        def running() -> bool:
+            self.check_alive()
+            return self.status().get("state") == "running"
+
+        wait_for(running, timeout, f"{self.engine} to be running", interval=0.25)
+
+    def wait_processed(self, files: int, timeout: float, interval: float = 0.05) -> dict[str, Any]:
+        """Until the ledger counts ``files`` processed by this engine; returns that status."""
+        def done() -> dict[str, Any] | None:
+            self.check_alive()
+            status = self.status()
+            return status if int(status.get("files_processed") or 0) >= files else None
+
+        return wait_for(done, timeout, f"{self.engine} to process {files} files", interval=interval)
+
+    @property
+    def pgid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+def python() -> str:
+    return sys.executable

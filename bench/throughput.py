@@ -1,0 +1,253 @@
+"""P1 and P2: how many words per second a running stream counts, next to batch jobs on the same files.
+
+The stream is the real application under spark-submit, with the settings the DAG gives it, and its
+input arrives through real staging, in waves published one after another while it runs (so it
+keeps a backlog, and what is measured is what it sustains, not how fast it idles). Two figures:
+
+* wall-clock: words / (last batch committed - first file published), from the watch files' mtimes
+  (staging stamps them when it publishes) and the batch time of the status file;
+* busy: words / the sum of the engine's own batch durations (its progress lines).
+
+The baselines run on the same files with the same spark-submit settings (master, shuffle partitions,
+every ``Settings.spark_conf()`` value): a Spark batch job doing the engine's pipeline, and for P1 a
+single-thread ``collections.Counter``. Baselines and stream alternate repeat by repeat, so a change
+in machine load hits both sides of a ratio alike. The stream's totals are checked against the
+Counter's exact counts after every repeat: a fast wrong answer is no figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    MASTER,
+    Check,
+    Context,
+    Figure,
+    Result,
+    StreamApp,
+    paired_ratios,
+    ratio,
+    run_spark_job,
+    spark_submit_command,
+)
+from bench.corpus import Corpus, counter_word_count, decoded, write_corpus
+from wordstream import results
+from wordstream.settings import Engine, Settings
+from wordstream.staging import stage
+
+BATCH_SCRIPT = Path(__file__).with_name("spark_batch.py")
+BATCH_LINE = re.compile(
+    r"\[wordstream (?P<engine>\w+)\] batch (?P<id>\S+): (?P<rows>\d+) rows in, (?P<files>\d+) files, "
+    r"(?P<keys>\d+) keys out, [\d,.]+ rows/s, (?P<ms>\d+) ms"
+)
+FULL_BYTES = 300_000_000
+QUICK_BYTES = 24_000_000
+FILE_BYTES = 2_000_000
+QUICK_FILE_BYTES = 1_000_000
+WAVES = 10
+QUICK_WAVES = 3
+SEED = 20_260_101
+
+
+@dataclass(frozen=True)
+class StreamRun:
+    """One timed stream run over the whole corpus."""
+
+    wall_seconds: float
+    busy_seconds: float
+    batches: int
+    publish_seconds: float  # first file published -> last file published
+    staging_seconds: float  # time spent inside stage() for all waves
+    correct: bool
+
+
+def corpus_for(ctx: Context) -> tuple[Corpus, Corpus]:
+    """The throughput corpus and a small, different warm-up file (generated once per run)."""
+    total = ctx.size(FULL_BYTES, QUICK_BYTES)
+    file_bytes = ctx.size(FILE_BYTES, QUICK_FILE_BYTES)
+    folder = ctx.work / f"corpus-throughput-{total}-{file_bytes}"
+    if not (folder / "done.json").exists():
+        if folder.exists():
+            shutil.rmtree(folder)
+        ctx.say(f"generating {total / 1e6:.0f} MB of text in {file_bytes / 1e6:g} MB files ...", "corpus")
+        corpus = write_corpus(folder / "files", total, file_bytes, SEED)
+        warmup = write_corpus(folder / "warmup", file_bytes, file_bytes, SEED + 1, prefix="warmup")
+        (folder / "done.json").write_text(json.dumps({
+            "files": [str(p) for p in corpus.files], "words": list(corpus.words),
+            "warmup": [str(p) for p in warmup.files], "warmup_words": list(warmup.words)}))
+    recorded = json.loads((folder / "done.json").read_text())
+    corpus = Corpus(tuple(Path(p) for p in recorded["files"]), tuple(recorded["words"]))
+    warmup = Corpus(tuple(Path(p) for p in recorded["warmup"]), tuple(recorded["warmup_words"]))
+    return corpus, warmup
+
+
+def publish(settings: Settings, files: tuple[Path, ...]) -> float:
+    """Drop ``files`` into landing (hard links: instant, and already stable) and stage them.
+
+    Returns the seconds spent staging. Staging publishes into every engine's watch folder, as in
+    production; it is the only writer of those folders.
+    """
+    for path in files:
+        target = settings.landing / path.name
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+    started = time.monotonic()
+    report = stage(settings, progress=lambda _line: None)
+    if report.staged != len(files):
+        raise RuntimeError(f"staging took {report.staged} of {len(files)} files: {report.line()}")
+    return time.monotonic() - started
+
+
+def batch_lines(log: Path, engine: str) -> list[dict[str, Any]]:
+    """The engine's per-batch progress lines (rows, files, duration) from its driver log."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        match = BATCH_LINE.search(line)
+        if match and match["engine"] == engine:
+            found.append({"id": match["id"], "rows": int(match["rows"]), "files": int(match["files"]),
+                          "ms": int(match["ms"])})
+    return found
+
+
+def epoch_of(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def run_stream(ctx: Context, engine: Engine, corpus: Corpus, warmup: Corpus, waves: int,
+               batch_seconds: int, expected: dict[str, int] | None, label: str) -> StreamRun:
+    """Start the engine, warm it up on one file, then publish the corpus in waves and time it."""
+    root = ctx.fresh_dir(f"{engine}-{label}")
+    settings = Settings.from_env({"WORDSTREAM_DATA_DIR": str(root / "data")})
+    settings.data_dir.mkdir(parents=True)
+    settings.ensure_dirs()
+    log = root / "driver.log"
+    with StreamApp(engine, settings, log, batch_seconds) as app:
+        app.wait_running()
+        publish(settings, warmup.files)
+        app.wait_processed(len(warmup.files), timeout=300)
+        warm_batches = len(batch_lines(log, engine))
+        staging_seconds = 0.0
+        groups = corpus.waves(waves)
+        for number, group in enumerate(groups, start=1):
+            staging_seconds += publish(settings, group)
+            ctx.say(f"{label}: wave {number}/{len(groups)} published ({len(group)} files)", engine)
+        timeout = max(300.0, corpus.total_words / 200_000)
+        status = app.wait_processed(len(warmup.files) + len(corpus.files), timeout=timeout)
+        done = epoch_of(status["batch_time"])
+    names = {path.name for path in corpus.files}
+    mtimes = [entry.stat().st_mtime for entry in os.scandir(settings.watch(engine))
+              if entry.name.split("-", 1)[-1] in names]
+    first, last = min(mtimes), max(mtimes)
+    timed = batch_lines(log, engine)[warm_batches:]
+    correct = True
+    if expected is not None:
+        totals = results.read_totals(settings.output(engine), results.SEMANTICS[engine])
+        warm = decoded(counter_word_count(warmup.files))
+        correct = totals == combined(expected, warm)
+    shutil.rmtree(settings.watch_root, ignore_errors=True)  # hundreds of MB, twice
+    shutil.rmtree(settings.archive, ignore_errors=True)
+    return StreamRun(wall_seconds=done - first, busy_seconds=sum(b["ms"] for b in timed) / 1000,
+                     batches=len(timed), publish_seconds=last - first, staging_seconds=staging_seconds,
+                     correct=correct)
+
+
+def combined(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = out.get(key, 0) + value
+    return out
+
+
+def run_batch(ctx: Context, kind: str, corpus: Corpus, warmup: Corpus, label: str) -> float:
+    """One spark-submit of the batch baseline (one untimed warm-up pass, one timed pass)."""
+    root = ctx.fresh_dir(f"batch-{kind}-{label}")
+    settings = Settings.from_env({"WORDSTREAM_DATA_DIR": str(root / "data")})
+    listing = root / "files.txt"
+    listing.write_text("\n".join(str(p) for p in corpus.files) + "\n")
+    result = root / "result.json"
+    args = ["--kind", kind, "--files", str(listing), "--warmup", str(warmup.files[0]),
+            "--output", str(root / "out"), "--result", str(result), "--repeats", "1"]
+    command = spark_submit_command(str(BATCH_SCRIPT), args, settings)
+    run_spark_job(command, settings, root / "spark.log", timeout=max(600.0, corpus.total_words / 100_000))
+    seconds = float(json.loads(result.read_text())["seconds"][0])
+    shutil.rmtree(root / "out", ignore_errors=True)
+    return seconds
+
+
+def measure(ctx: Context, engine: Engine) -> Result:
+    """P1 (structured) or P2 (dstream)."""
+    p1 = engine == "structured"
+    result = Result("P1" if p1 else "P2",
+                    "structured stream sustained throughput" if p1 else "DStream throughput")
+    corpus, warmup = corpus_for(ctx)
+    words = corpus.total_words
+    repeats = ctx.repeats_for(3)
+    waves = ctx.size(WAVES, QUICK_WAVES)
+    batch_seconds = 1 if p1 else 2
+    kind = "dataframe" if p1 else "rdd"
+    ctx.say(f"{corpus.total_bytes / 1e6:.0f} MB, {words:,} words in {len(corpus.files)} files; "
+            f"{repeats} repeats", result.id)
+    expected = None
+    counter_s: list[float] = []
+    batch_s: list[float] = []
+    runs: list[StreamRun] = []
+    for repeat in range(1, repeats + 1):
+        label = f"r{repeat}"
+        if p1:
+            started = time.perf_counter()
+            counts = counter_word_count(corpus.files)
+            counter_s.append(time.perf_counter() - started)
+            ctx.say(f"repeat {repeat}: Counter {counter_s[-1]:.2f} s", result.id)
+            if expected is None:
+                expected = decoded(counts)
+            del counts
+        elif expected is None:
+            expected = decoded(counter_word_count(corpus.files))
+        batch_s.append(run_batch(ctx, kind, corpus, warmup, label))
+        ctx.say(f"repeat {repeat}: {kind} batch {batch_s[-1]:.2f} s", result.id)
+        run = run_stream(ctx, engine, corpus, warmup, waves, batch_seconds, expected, label)
+        runs.append(run)
+        ctx.say(f"repeat {repeat}: stream {run.wall_seconds:.2f} s wall ({run.busy_seconds:.2f} s busy, "
+                f"{run.batches} batches, totals {'exact' if run.correct else 'WRONG'})", result.id)
+    stream = Figure("stream wall-clock", "words/s", tuple(words / r.wall_seconds for r in runs))
+    busy = Figure("stream busy (sum of batch durations)", "words/s",
+                  tuple(words / r.busy_seconds for r in runs))
+    batch = Figure(f"Spark {'DataFrame' if p1 else 'RDD'} batch", "words/s",
+                   tuple(words / s for s in batch_s))
+    result.figure = stream
+    result.baselines = [batch]
+    result.extra = [busy]
+    result.ratios["stream / batch"] = ratio(stream, batch)
+    result.ratios["busy / batch"] = ratio(busy, batch)
+    result.extra.append(Figure("stream / batch, paired by repeat", "x",
+                               paired_ratios(stream.values, batch.values)))
+    result.checks.append(Check(">= 0.9x batch", result.ratios["stream / batch"] >= 0.9,
+                               f"{result.ratios['stream / batch']:.2f}x"))
+    if p1:
+        counter = Figure("Python Counter, 1 thread", "words/s", tuple(words / s for s in counter_s))
+        result.baselines.append(counter)
+        result.ratios["stream / Counter"] = ratio(stream, counter)
+        result.extra.append(Figure("stream / Counter, paired by repeat", "x",
+                                   paired_ratios(stream.values, counter.values)))
+        result.checks.append(Check(">= 1.2x Counter", result.ratios["stream / Counter"] >= 1.2,
+                                   f"{result.ratios['stream / Counter']:.2f}x"))
+    all_correct = all(r.correct for r in runs)
+    result.checks.append(Check("totals exact (vs Counter)", all_correct))
+    result.details = {
+        "bytes": corpus.total_bytes, "words": words, "files": len(corpus.files), "waves": waves,
+        "warmup_files": len(warmup.files), "master": MASTER, "batch_seconds": batch_seconds,
+        "spark_conf": Settings.from_env({}).spark_conf(),
+        "runs": [r.__dict__ for r in runs], "batch_seconds_measured": batch_s, "counter_seconds": counter_s,
+    }
+    return result
