@@ -55,6 +55,9 @@ from wordstream.settings import ENGINES, Settings, check_engine
 
 STAGING_LOCK = "staging"  # control.hold_lock(state, STAGING_LOCK) -> data/state/staging.lock
 CHUNK_BYTES = 1024 * 1024
+# UTF-8 is checked in slices: decoding a whole 1 MiB chunk makes a throw-away string of up to 4 MiB,
+# and glibc's malloc, once such blocks are freed, grows the heap with the file instead of reusing it.
+DECODE_BYTES = 64 * 1024
 PARTIAL_SUFFIXES = (".tmp", "._COPYING_", ".part")
 SAFE_NAME_MAX = 80
 RECHECK_SECONDS = 0.5
@@ -246,12 +249,14 @@ def inspect_content(fd: int, max_bytes: int) -> Inspection:
         nul = chunk.find(b"\x00")
         if nul >= 0:
             return Inspection(None, total, f"binary: NUL byte at offset {start + nul}")
-        buffered = len(decoder.getstate()[0])
-        try:
-            decoder.decode(chunk)
-        except UnicodeDecodeError as error:
-            offset = start - buffered + error.start
-            return Inspection(None, total, f"not valid UTF-8: {error.reason} at byte offset {offset}")
+        view = memoryview(chunk)
+        for part in range(0, len(chunk), DECODE_BYTES):
+            buffered = len(decoder.getstate()[0])
+            try:
+                decoder.decode(view[part:part + DECODE_BYTES])
+            except UnicodeDecodeError as error:
+                offset = start + part - buffered + error.start
+                return Inspection(None, total, f"not valid UTF-8: {error.reason} at byte offset {offset}")
         hasher.update(chunk)
     try:
         decoder.decode(b"", final=True)
