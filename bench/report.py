@@ -49,6 +49,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:.0f} MB"
     if unit == "x":
         return f"{value:.2f}x"
+    if unit == "%":
+        return f"{value:.0f}%"
     if unit == "files/s":
         return f"{value:,.0f} files/s"
     return f"{value:,.2f} {unit}"

@@ -55,13 +55,25 @@ def probe(data_dir: Path, max_file_bytes: int) -> dict[str, float | int]:
 
     settings = Settings.from_env({"WORDSTREAM_DATA_DIR": str(data_dir),
                                   "WORDSTREAM_MAX_FILE_BYTES": str(max_file_bytes)})
+    synced = {"calls": 0, "seconds": 0.0}
+    real_fsync = os.fsync
+
+    def timed_fsync(fd: int) -> None:  # how much of staging is waiting for the disk
+        began = time.perf_counter()
+        real_fsync(fd)
+        synced["calls"] += 1
+        synced["seconds"] += time.perf_counter() - began
+
+    os.fsync = timed_fsync
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     report = stage(settings, progress=lambda _line: None)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    os.fsync = real_fsync
     return {"seconds": seconds, "staged": report.staged, "quarantined": report.quarantined,
-            "rss_before_kb": before, "rss_peak_kb": peak}
+            "rss_before_kb": before, "rss_peak_kb": peak, "fsync_calls": synced["calls"],
+            "fsync_seconds": synced["seconds"]}
 
 
 def run_probe(data_dir: Path, max_file_bytes: int) -> dict[str, float | int]:
@@ -141,6 +153,7 @@ def measure(ctx: Context) -> Result:
     files = sorted((source / "files").iterdir())
     total_kb = sum(p.stat().st_size for p in files) / 1024
     staged_s: list[float] = []
+    fsync_share: list[float] = []
     loop_s: list[float] = []
     for repeat in range(1, repeats + 1):
         settings = fresh_settings(ctx, "staging-run")
@@ -149,6 +162,7 @@ def measure(ctx: Context) -> Result:
         if found["staged"] != count:
             raise RuntimeError(f"staging took {found['staged']} of {count} files")
         staged_s.append(float(found["seconds"]))
+        fsync_share.append(100 * float(found["fsync_seconds"]) / staged_s[-1])
         settings = fresh_settings(ctx, "staging-run")
         land(settings, files)
         loop_s.append(shell_loop(settings))
@@ -160,6 +174,8 @@ def measure(ctx: Context) -> Result:
     result.figure = staging_fps
     result.baselines = [loop_fps]
     result.ratios["staging / loop"] = ratio(staging_fps, loop_fps)
+    result.extra.append(Figure("share of staging time in fsync (2 copies per file)", "%",
+                               tuple(fsync_share), higher_is_better=False))
     result.checks.append(Check(f">= {TARGET_FILES_PER_SECOND:,.0f} files/s",
                                staging_fps.median >= TARGET_FILES_PER_SECOND, f"{staging_fps.median:,.0f}"))
     result.checks.append(Check(">= 0.8x the loop", result.ratios["staging / loop"] >= 0.8,
@@ -195,13 +211,14 @@ def measure(ctx: Context) -> Result:
     small_figure = Figure("peak RSS staging one small file", "MB", tuple(small_peaks), higher_is_better=False)
     growth = big_figure.median - small_figure.median
     result.baselines.append(small_figure)
-    result.extra = [big_figure, Figure(f"staging one {big / 1e9:g} GB file", "MB/s",
+    result.extra += [big_figure, Figure(f"staging one {big / 1e9:g} GB file", "MB/s",
                                        tuple(big / 1e6 / s for s in big_seconds))]
     result.checks.append(Check("RSS flat (huge file adds < 16 MB)", growth < 16, f"+{growth:.1f} MB"))
     result.details = {
         "small_files": count, "small_kb_total": round(total_kb), "repeats": repeats,
         "big_bytes": big, "big_repeats": big_repeats, "max_file_bytes_for_big": limit,
         "staging_seconds": staged_s, "loop_seconds": loop_s, "big_seconds": big_seconds,
+        "fsync_share_percent": fsync_share,
         "headline": f"{staging_fps.name}: {staging_fps.median:,.0f} files/s ({staging_fps.low:,.0f}-"
                     f"{staging_fps.high:,.0f}, n={staging_fps.n}); peak RSS one {big / 1e9:g} GB file "
                     f"{big_figure.median:.0f} MB (n={big_figure.n})",
