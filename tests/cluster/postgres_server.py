@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import psutil
 
@@ -110,6 +111,13 @@ class PostgresServer:
     def url(self, scheme: str = "postgresql+psycopg2") -> str:
         """A SQLAlchemy URL over TCP with the password (token_urlsafe needs no quoting)."""
         return f"{scheme}://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+
+    def connect(self) -> Any:
+        """A psycopg2 connection to the database as its owner, over TCP (checks from a test)."""
+        import psycopg2
+
+        return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
+                                dbname=self.database)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> PostgresServer:
