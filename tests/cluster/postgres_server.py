@@ -153,10 +153,17 @@ class PostgresServer:
             return
         try:
             if (self.data_dir / "postmaster.pid").exists():
-                self._processes = self._processes or self.processes()
+                # Backends started since start() (client connections) are the postmaster's children now.
+                self._processes = list({proc.pid: proc for proc in [*self._processes, *self.processes()]}
+                                       .values())
                 self._server_command(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w",
                                       "-t", str(self.start_timeout), "stop"])
-            alive = still_alive(self._processes, timeout=10)
+            # `pg_ctl stop -w` returns once the postmaster is gone, and it goes after its children.
+            deadline = time.monotonic() + 5
+            alive = [proc for proc in self._processes if is_alive(proc)]
+            while alive and time.monotonic() < deadline:
+                time.sleep(0.2)
+                alive = [proc for proc in alive if is_alive(proc)]
             if alive:
                 for proc in alive:
                     proc.kill()
@@ -201,17 +208,9 @@ class PostgresServer:
                                 f"--- {self.log}\n{self.tail()}")
 
 
-def still_alive(processes: list[psutil.Process], timeout: float = 0.0) -> list[psutil.Process]:
-    """Those of ``processes`` still running after up to ``timeout`` seconds (zombies count as gone)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = []
-        for proc in processes:
-            try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
-            except psutil.NoSuchProcess:
-                continue
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.2)
+def is_alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie (a zombie has exited; only its exit status is left to collect)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

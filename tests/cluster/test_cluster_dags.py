@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-from postgres_server import PostgresServer, PostgresUnavailable, server_bin_dir, still_alive
+from postgres_server import PostgresServer, PostgresUnavailable, is_alive, server_bin_dir
 from support import processes_mentioning, reference_counts, wait_until, write_corpus
 
 from wordstream import control, results
@@ -39,8 +40,8 @@ pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
-# The first micro-batch starts as soon as a stream runs and a timeout lets the running batch commit, so
-# the timeout bounds the run, not the work; 30 s keep both engines side by side for a while.
+# The first micro-batch starts as soon as a stream runs, and a timeout lets the running batch commit:
+# the timeout bounds the run, not the work. 30 s keep both engines side by side for a while.
 STREAM_SECONDS = 30
 
 
@@ -56,11 +57,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         local.stop()  # raises if any process of the cluster survives SIGKILL
 
 
+def migrate(env: dict[str, str]) -> None:
+    """``airflow db migrate`` on the metadata database ``env`` names (SQLite or PostgreSQL)."""
+    done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def sqlite_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite metadata database for the module's runs on the cluster."""
     home = tmp_path_factory.mktemp("airflow_home")
-    env = AirflowInstance(repo_dir=REPO, airflow_home=home, data_dir=home / "unused").environment()
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    migrate(AirflowInstance(repo_dir=REPO, airflow_home=home, data_dir=home / "unused").environment())
     return home
 
 
@@ -153,8 +161,13 @@ def cluster_leftovers(cluster: LocalCluster) -> list[str]:
     left += [f"running executor {executor['id']} of {executor['appid']} on {worker['id']}"
              for worker in cluster.workers_json() for executor in worker["executors"]]
     # An executor JVM and its Python workers join their worker's process group.
-    left += [f"process {proc.pid} in the group of {daemon.name}: {' '.join(proc.cmdline())[:120]}"
-             for daemon in cluster.daemons() for proc in daemon.members() if proc.pid != daemon.pid]
+    for daemon in cluster.daemons():
+        for proc in daemon.members():
+            try:
+                if proc.pid != daemon.pid:
+                    left.append(f"process {proc.pid} in the group of {daemon.name}: {proc.cmdline()[:3]}")
+            except psutil.NoSuchProcess:
+                continue
     return left
 
 
@@ -248,12 +261,10 @@ def test_stream_run_with_airflow_metadata_in_postgresql(
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = server.url("postgresql+psycopg2")
         # SQLite's busy timeout; psycopg2 would reject it as an unknown connection option.
         del env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"]
-        migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True,
-                                 timeout=300, check=False)
-        assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+        migrate(env)
         corpus = publish_corpus(settings, tmp_path / "corpus", seed=63)
 
-        run = DagTest(env, "stream_structured", {"timeout_seconds": 40}, tmp_path / "stream.log")
+        run = DagTest(env, "stream_structured", {"timeout_seconds": STREAM_SECONDS}, tmp_path / "stream.log")
         try:
             run.succeeded(timeout=300)
         finally:
@@ -266,5 +277,5 @@ def test_stream_run_with_airflow_metadata_in_postgresql(
         connection.close()
         server_processes = server.processes()
         assert server_processes, "no PostgreSQL process found while the server runs"
-    assert still_alive(server_processes) == []
+    assert [proc.pid for proc in server_processes if is_alive(proc)] == []
     assert_nothing_left(cluster, settings)
