@@ -256,13 +256,21 @@ class RssSampler:
             for proc in group_members(self.pgid):
                 try:
                     rss = proc.memory_info().rss
-                    name = "java" if proc.name() == "java" else "python"
+                    name = role(proc)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
                 total += rss
                 self.peak_by_name[name] = max(self.peak_by_name.get(name, 0), rss)
             self.peak_total = max(self.peak_total, total)
             self._stop.wait(self.interval)
+
+
+def role(proc: psutil.Process) -> str:
+    """``java`` (the JVM: driver and, in local mode, executors), ``python driver`` or ``python worker``."""
+    command = proc.cmdline()
+    if command and os.path.basename(command[0]) == "java":
+        return "java"
+    return "python driver" if any("spark_apps" in part for part in command[1:2]) else "python worker"
 
 
 def spark_submit_command(script: str, args: Sequence[str], settings: Settings,

@@ -92,7 +92,8 @@ def table(results: Sequence[Result]) -> str:
             continue
         headline = result.details.get("headline") or (
             f"{result.figure.name}: {summary(result.figure)}" if result.figure else "-")
-        baselines = "<br>".join(f"{b.name}: {summary(b)}" for b in result.baselines) or "-"
+        baselines = result.details.get("baseline_headline") or (
+            "<br>".join(f"{b.name}: {summary(b)}" for b in result.baselines) or "-")
         ratios = "<br>".join(f"{name}: {value:.2f}x" for name, value in result.ratios.items()) or "-"
         lines.append(f"| {result.id} | {_cell(result.measure)} | {_cell(headline)} | {_cell(baselines)} "
                      f"| {_cell(ratios)} | {_cell(_met(result))} |")

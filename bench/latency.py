@@ -1,0 +1,303 @@
+"""P3 and P7, through the real Airflow stack: a file's way to the totals, and a stream's start-up.
+
+One :class:`wordstream.stack.Stack` (``airflow standalone`` in scratch folders, on free ports) serves
+both, since starting Airflow costs a minute of both cores. Only the DAGs measured are unpaused.
+
+**P7 — trigger → first batch committed.** A small file is renamed into the engine's watch folder,
+then ``stream_structured`` is triggered through the REST API; the time runs until Spark writes the
+commit file of the first batch of that run (``checkpoint/commits/<id>``). Each repeat stops the
+stream gracefully and waits for Airflow to record the run as finished before triggering again. The
+time is split at the task's start (Airflow's share) and the driver's ``started_at`` (spark-submit).
+
+**P3 — landing → totals.** With the stream running, files arrive one at a time, a random 1-3 s
+apart, each with a word of its own. A poller reads every new results folder as it appears (what
+``wordstream totals`` reads) and notes when each file's word shows up. Files alternate between the
+real path (atomic rename into ``landing/``, staged by the ``stage_incoming_files`` DAG) and the
+baseline, the raw file source (atomic rename straight into the engine's watch folder), so both
+share the same stream, batches and load. Each Airflow file's time is split at its publication
+(the mtime staging stamps on the watch copy).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import Check, Context, Figure, Result, wait_for
+from wordstream import control, results
+from wordstream.airflow_api import AirflowClient
+from wordstream.cluster import find_free_port
+from wordstream.settings import Settings
+from wordstream.stack import Stack
+
+ENGINE = "structured"
+DAG_ID = "stream_structured"
+STAGING_DAG = "stage_incoming_files"
+STREAM_CONF = {"keys": "words", "batch_seconds": 1, "timeout_seconds": 0}
+LATENCY_FILES = 30
+QUICK_LATENCY_FILES = 6
+P7_REPEATS = 3
+SEED = 77
+
+
+@dataclass
+class Probe:
+    """One file sent through one path, and what became of it."""
+
+    word: str
+    path: str  # "airflow" or "raw"
+    sent: float = 0.0
+    published: float | None = None
+    visible: float | None = None
+
+
+@dataclass
+class Poller:
+    """Notes when each awaited word first appears in a new results folder of the engine."""
+
+    output: Path
+    awaited: dict[str, Probe] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        import pyarrow.parquet as pq
+
+        while not self.stop.is_set():
+            for folder in results.batch_dirs(self.output):
+                if folder.name in self.seen:
+                    continue
+                now = time.time()
+                self.seen.add(folder.name)
+                try:
+                    keys = set(pq.read_table(folder, columns=["key"]).column("key").to_pylist())
+                except (OSError, ValueError):
+                    self.seen.discard(folder.name)  # replaced under us by a replay: read it again
+                    continue
+                with self.lock:
+                    for word in keys & self.awaited.keys():
+                        probe = self.awaited.pop(word)
+                        probe.visible = now
+            self.stop.wait(0.05)
+
+    def expect(self, probe: Probe) -> None:
+        with self.lock:
+            self.awaited[probe.word] = probe
+
+
+def write_atomically(folder: Path, name: str, text: str) -> float:
+    """A producer's drop: hidden temp name in the same folder, fsync, rename. Returns the rename time."""
+    temp = folder / f".{name}.part"
+    with open(temp, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, folder / name)
+    return time.time()
+
+
+def free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = find_free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def epoch(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
+
+
+def last_commit(settings: Settings) -> int:
+    commits = settings.checkpoint(ENGINE) / "commits"
+    if not commits.is_dir():
+        return -1
+    ids = [int(p.name) for p in commits.iterdir() if p.name.isdigit()]
+    return max(ids, default=-1)
+
+
+@dataclass
+class Startup:
+    total: float
+    to_task_start: float | None
+    to_driver_start: float | None
+    run_id: str
+
+
+def trigger_until_first_commit(ctx: Context, api: AirflowClient, settings: Settings, number: int) -> Startup:
+    """P7 once: data waiting, trigger, wait for the commit file of the run's first batch."""
+    before = last_commit(settings)
+    write_atomically(settings.watch(ENGINE), f"startup-{number}-{uuid.uuid4().hex[:8]}.txt",
+                     f"startup{number} words to count\n")
+    started = time.time()
+    run_id = api.trigger_dag_run(DAG_ID, conf=STREAM_CONF, note="bench P7")["dag_run_id"]
+    commits = settings.checkpoint(ENGINE) / "commits"
+
+    def committed() -> float | None:
+        newer = last_commit(settings)
+        return (commits / str(newer)).stat().st_mtime if newer > before else None
+
+    done = wait_for(committed, 300, "the first batch of the new run to commit", interval=0.05)
+    task = api.task_instance(DAG_ID, run_id, "run_stream")
+    task_start = epoch(task.get("start_date"))
+    status = control.read_status(settings.state, ENGINE)
+    driver_start = epoch(status.get("started_at"))
+    return Startup(total=done - started, to_task_start=task_start - started if task_start else None,
+                   to_driver_start=driver_start - started if driver_start else None, run_id=run_id)
+
+
+def stop_stream(api: AirflowClient, settings: Settings, run_id: str) -> None:
+    control.request_stop(settings.state, ENGINE)
+    if not control.wait_until_stopped(settings.state, ENGINE, 120):
+        raise RuntimeError("the stream did not stop within 120 s")
+    api.wait_for_dag_run(DAG_ID, run_id, states=("success",), timeout=180)
+
+
+def send_probes(ctx: Context, settings: Settings, files: int) -> list[Probe]:
+    """P3: alternate Airflow-path and raw files, 1-3 s apart, and wait until every word is visible."""
+    poller = Poller(settings.output(ENGINE))
+    thread = threading.Thread(target=poller.run, name="totals-poller", daemon=True)
+    thread.start()
+    rng = random.Random(SEED)
+    probes: list[Probe] = []
+    try:
+        for index in range(files):
+            for path in ("airflow", "raw"):
+                probe = Probe(word=f"latency{path}{index:03d}x{uuid.uuid4().hex[:6]}", path=path)
+                poller.expect(probe)
+                folder = settings.landing if path == "airflow" else settings.watch(ENGINE)
+                name = f"{probe.word}.txt"
+                probe.sent = write_atomically(folder, name, f"{probe.word} and some words\n")
+                probes.append(probe)
+                time.sleep(rng.uniform(1.0, 3.0))
+            if (index + 1) % 5 == 0 or index + 1 == files:
+                done = [p for p in probes if p.visible is not None]
+                ctx.say(f"{index + 1}/{files} pairs sent, {len(done)}/{len(probes)} visible", "P3")
+        wait_for(lambda: all(p.visible is not None for p in probes), 180, "every latency word in totals",
+                 interval=0.2)
+    finally:
+        poller.stop.set()
+        thread.join(timeout=5)
+    published = {entry.name: entry.stat().st_mtime for entry in os.scandir(settings.watch(ENGINE))}
+    for probe in probes:
+        if probe.path == "airflow":
+            match = [mtime for name, mtime in published.items() if name.endswith(f"-{probe.word}.txt")]
+            probe.published = match[0] if match else None
+    return probes
+
+
+def stack_for(ctx: Context) -> Stack:
+    root = ctx.fresh_dir("stack")
+    api_port, worker_port, trigger_port = free_ports(3)
+    base_env = {name: value for name, value in os.environ.items()
+                if not name.startswith(("AIRFLOW", "WORDSTREAM_"))}
+    return Stack(airflow_home=root / "airflow_home", data_dir=root / "data", run_dir=root / "run",
+                 port=api_port, worker_log_port=worker_port, trigger_log_port=trigger_port, env=base_env,
+                 progress=lambda line: ctx.say(line, "stack"), stream_stop_timeout=60.0, grace_seconds=15.0)
+
+
+def measure(ctx: Context, which: set[str]) -> list[Result]:
+    stack = stack_for(ctx)
+    found: list[Result] = []
+    startups: list[Startup] = []
+    probes: list[Probe] = []
+    details: dict[str, Any] = {}
+    p7_repeats = ctx.repeats_for(P7_REPEATS, 1) if "P7" in which else 1
+    try:
+        began = time.monotonic()
+        stack.start()
+        details["stack_start_seconds"] = time.monotonic() - began
+        api = stack.client()
+        missing = stack.bootstrap(api, dag_ids=[DAG_ID, STAGING_DAG], start_stream=None, copy_samples=False)
+        if missing:
+            raise RuntimeError(f"DAGs not registered: {missing}")
+        settings = stack.settings
+        settings.ensure_dirs()
+        first = trigger_until_first_commit(ctx, api, settings, 1)
+        startups.append(first)
+        ctx.say(f"trigger -> first batch committed: {first.total:.1f} s", "P7")
+        if "P3" in which:
+            files = ctx.size(LATENCY_FILES, QUICK_LATENCY_FILES)
+            ctx.say(f"{files} files through Airflow and {files} straight into watch, alternating", "P3")
+            time.sleep(5)  # let the staging DAG settle into its sensor loop
+            probes = send_probes(ctx, settings, files)
+        stop_stream(api, settings, first.run_id)
+        for number in range(2, p7_repeats + 1):
+            startup = trigger_until_first_commit(ctx, api, settings, number)
+            startups.append(startup)
+            ctx.say(f"trigger -> first batch committed: {startup.total:.1f} s", "P7")
+            stop_stream(api, settings, startup.run_id)
+    finally:
+        stack.stop()
+        shutil.rmtree(stack.settings.data_dir, ignore_errors=True)
+    if "P7" in which:
+        found.append(p7_result(startups, details))
+    if "P3" in which:
+        found.append(p3_result(probes, details))
+    return found
+
+
+def p7_result(startups: list[Startup], details: dict[str, Any]) -> Result:
+    result = Result("P7", "trigger of the streaming DAG -> first batch committed")
+    total = Figure("trigger -> first batch committed", "s", tuple(s.total for s in startups),
+                   higher_is_better=False)
+    result.figure = total
+    result.extra = [
+        Figure("trigger -> task started (Airflow)", "s",
+               tuple(s.to_task_start for s in startups if s.to_task_start is not None),
+               higher_is_better=False),
+        Figure("trigger -> driver started (+ spark-submit, JVM)", "s",
+               tuple(s.to_driver_start for s in startups if s.to_driver_start is not None),
+               higher_is_better=False),
+    ]
+    result.checks.append(Check("<= 15 s", total.median <= 15, f"{total.median:.1f} s"))
+    result.details = {**details, "startups": [s.__dict__ for s in startups]}
+    result.notes.append("The first repeat is a cold start (no checkpoint, first Spark start since Airflow "
+                        "came up); later repeats recover the checkpoint of the previous run.")
+    return result
+
+
+def p3_result(probes: list[Probe], details: dict[str, Any]) -> Result:
+    result = Result("P3", "latency: landing -> visible in totals (Airflow staging DAG + stream)")
+    airflow = [p for p in probes if p.path == "airflow" and p.visible is not None]
+    raw = [p for p in probes if p.path == "raw" and p.visible is not None]
+    through = Figure("landing -> totals via Airflow", "s", tuple(p.visible - p.sent for p in airflow
+                                                                   if p.visible), higher_is_better=False)
+    direct = Figure("raw file source: watch -> totals", "s", tuple(p.visible - p.sent for p in raw
+                                                                     if p.visible), higher_is_better=False)
+    staged = Figure("landing -> published by staging", "s",
+                    tuple(p.published - p.sent for p in airflow if p.published), higher_is_better=False)
+    counted = Figure("published -> totals", "s",
+                     tuple(p.visible - p.published for p in airflow if p.visible and p.published),
+                     higher_is_better=False)
+    result.figure = through
+    result.baselines = [direct]
+    result.extra = [staged, counted]
+    p50, p95 = through.percentile(50), through.percentile(95)
+    raw50, raw95 = direct.percentile(50), direct.percentile(95)
+    result.ratios["Airflow path / raw, p50"] = p50 / raw50 if raw50 else float("nan")
+    result.checks.append(Check("p50 <= 3 s", p50 <= 3, f"{p50:.1f} s"))
+    result.checks.append(Check("p95 <= 6 s", p95 <= 6, f"{p95:.1f} s"))
+    result.details = {
+        **details, "probes": [p.__dict__ for p in probes],
+        "headline": f"p50 {p50:.1f} s, p95 {p95:.1f} s (n={through.n}); staging share p50 "
+                    f"{staged.percentile(50):.1f} s",
+        "baseline_headline": f"raw file source (renamed into watch): p50 {raw50:.1f} s, "
+                             f"p95 {raw95:.1f} s (n={direct.n})",
+    }
+    result.notes.append(
+        f"p50/p95 are nearest-rank percentiles. Raw file source: p50 {raw50:.1f} s, p95 {raw95:.1f} s. "
+        f"Airflow path split: landing -> published p50 {staged.percentile(50):.1f} s / p95 "
+        f"{staged.percentile(95):.1f} s; published -> totals p50 {counted.percentile(50):.1f} s / p95 "
+        f"{counted.percentile(95):.1f} s.")
+    return result
