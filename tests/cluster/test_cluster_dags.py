@@ -76,13 +76,12 @@ def cluster_airflow_env(airflow_home: Path, settings: Settings, cluster: LocalCl
     """Airflow's environment with ``spark_default`` on the cluster's master.
 
     The provider takes a ``spark`` connection whose host already has a scheme as the master and
-    appends the port: ``spark-submit --master spark://127.0.0.1:<port>``. SPARK_LOCAL_IP keeps the
-    driver on the loopback interface, like the cluster's daemons.
+    appends the port: ``spark-submit --master spark://127.0.0.1:<port>``. The driver listens on
+    loopback (``spark_env``), where the executors reach it.
     """
     env = AirflowInstance(repo_dir=REPO, airflow_home=airflow_home, data_dir=settings.data_dir).environment()
     env["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps(
         {"conn_type": "spark", "host": f"spark://{HOST}", "port": cluster.master_port})
-    env["SPARK_LOCAL_IP"] = HOST
     return env
 
 
