@@ -11,7 +11,7 @@ and is gone, processes and files, when the ``with`` block ends::
 PostgreSQL refuses to run as root, so as root every server command runs as the ``postgres`` user
 (``runuser``), which is also why the directory is a fresh one under the system temp folder: pytest's
 own temp folders are private to root. Durability is switched off (``fsync=off``): nothing here has to
-survive a crash, and Airflow's migrations run several times faster without it.
+survive a crash, and the disk is shared with other test runs.
 """
 
 from __future__ import annotations

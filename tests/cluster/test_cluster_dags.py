@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,7 @@ def test_reset_stops_a_stream_running_on_the_cluster(
 
 def test_stream_run_with_airflow_metadata_in_postgresql(
         cluster: LocalCluster, settings: Settings, tmp_path: Path) -> None:
+    """As in docker-compose.yaml: migrated PostgreSQL metadata, the run recorded there, exact totals."""
     try:
         server_bin_dir()
     except PostgresUnavailable as missing:
@@ -275,10 +277,9 @@ def test_stream_run_with_airflow_metadata_in_postgresql(
             run.kill()
         assert results.read_totals(settings.output("structured"), "running-totals") == \
             reference_counts(corpus, "words")
-        with server.connect() as connection, connection.cursor() as cursor:
+        with closing(server.connect()) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT state FROM dag_run WHERE dag_id = %s", ("stream_structured",))
             assert cursor.fetchall() == [("success",)]
-        connection.close()
         server_processes = server.processes()
         assert server_processes, "no PostgreSQL process found while the server runs"
     assert [proc.pid for proc in server_processes if is_alive(proc)] == []
