@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from wordstream import control, results
 from wordstream.keys import check_key_mode
@@ -46,10 +46,15 @@ class AppArgs:
     available_now: bool
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not the usage block (see --help)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parse_app_args(engine: str, argv: Sequence[str] | None = None) -> AppArgs:
     """Parse and validate; on a bad argument print one line to stderr and exit 2."""
     defaults = Settings.from_env()
-    parser = argparse.ArgumentParser(prog=f"{engine}_wordcount.py")
+    parser = _OneLineParser(prog=f"{engine}_wordcount.py")
     parser.add_argument("--watch", type=Path, required=True, help="directory the stream reads")
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True, help="Parquet results of this engine")
