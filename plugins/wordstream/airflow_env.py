@@ -45,6 +45,9 @@ RESPONSIVE_TIMINGS = {
     "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",  # four small files; spare the CPU
     "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
     "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+    # After Airflow itself died and came back, the tasks of the dead scheduler (a stream, the staging
+    # sensor) look "running" until this check re-runs them (default 300 s): re-run within a minute.
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
     # LocalExecutor forks one worker per slot up front; two streams, the sensor, staging and
     # maintenance fit in 8, and 32 idle workers would cost a gigabyte for nothing.
     "AIRFLOW__CORE__PARALLELISM": "8",
