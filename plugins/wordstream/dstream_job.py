@@ -61,8 +61,12 @@ def batch_files(rdd: RDD[Any]) -> list[str]:
 
 
 def count_input(batch_time: datetime, lines: RDD[str]) -> None:
-    """First output operation of a batch: how many lines came in (from the cached batch)."""
-    _lines_in[batch_id_of(batch_time)] = (lines.count(), time.monotonic())
+    """First output operation of a batch: how many lines came in (from the cached batch).
+
+    Counted in the JVM: ``lines.count()`` would ship every line to a Python worker only to count it,
+    a second pass through Python besides the ``flatMap``.
+    """
+    _lines_in[batch_id_of(batch_time)] = (lines._jrdd.count(), time.monotonic())
 
 
 def persist_counts(output: str, batch_time: datetime, counts: RDD[tuple[str, int]]) -> None:
