@@ -15,6 +15,7 @@ taken in the same run, side by side, because the machine's load changes between 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for ids, step in plan(args.selected):
             began = time.monotonic()
+            load_before = os.getloadavg()[0]
             try:
                 found = step(ctx)
             except KeyboardInterrupt:
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             for result in found:
                 result.seconds = time.monotonic() - began
                 result.taken_at = datetime.now(UTC).isoformat(timespec="seconds")
+                # Other work on the machine moves every figure: say how busy it was.
+                result.details["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
             collected.extend(found)
             ctx.say(f"{'/'.join(ids)} done in {time.monotonic() - began:.0f} s")
     finally:

@@ -61,6 +61,27 @@ class Context:
         return path
 
 
+def bench_settings(data_dir: Path, **knobs: str) -> Settings:
+    """Settings for a scratch data directory, with the ``WORDSTREAM_*`` knobs of the environment.
+
+    ``WORDSTREAM_SHUFFLE_PARTITIONS=2 make bench`` measures that configuration; the report lists
+    every knob that was set.
+    """
+    return Settings.from_env({**os.environ, **knobs, "WORDSTREAM_DATA_DIR": str(data_dir)})
+
+
+def knobs() -> dict[str, str]:
+    """The ``WORDSTREAM_*`` tuning knobs set in this environment (not locations or ports)."""
+    return {name: value for name, value in sorted(os.environ.items())
+            if name.startswith("WORDSTREAM_") and name not in PLACE_VARIABLES}
+
+
+PLACE_VARIABLES = frozenset({
+    "WORDSTREAM_DATA_DIR", "WORDSTREAM_RUN_DIR", "WORDSTREAM_AIRFLOW_HOME", "WORDSTREAM_AIRFLOW_PORT",
+    "WORDSTREAM_BIND", "WORDSTREAM_WORKER_LOG_PORT", "WORDSTREAM_TRIGGER_LOG_PORT",
+})
+
+
 # -- summaries ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Figure:

@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import Check, Context, Figure, Result, wait_for
+from bench.common import PLACE_VARIABLES, Check, Context, Figure, Result, wait_for
 from wordstream import control, results
 from wordstream.airflow_api import AirflowClient
 from wordstream.cluster import find_free_port
@@ -199,8 +199,9 @@ def send_probes(ctx: Context, settings: Settings, files: int) -> list[Probe]:
 def stack_for(ctx: Context) -> Stack:
     root = ctx.fresh_dir("stack")
     api_port, worker_port, trigger_port = free_ports(3)
+    # Locations and ports are the stack's own; tuning knobs (WORDSTREAM_STABLE_SECONDS ...) pass through.
     base_env = {name: value for name, value in os.environ.items()
-                if not name.startswith(("AIRFLOW", "WORDSTREAM_"))}
+                if not name.startswith("AIRFLOW") and name not in PLACE_VARIABLES}
     return Stack(airflow_home=root / "airflow_home", data_dir=root / "data", run_dir=root / "run",
                  port=api_port, worker_log_port=worker_port, trigger_log_port=trigger_port, env=base_env,
                  progress=lambda line: ctx.say(line, "stack"), stream_stop_timeout=60.0, grace_seconds=15.0)

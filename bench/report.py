@@ -14,8 +14,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import MASTER, Figure, Result
-from wordstream.settings import Settings
+from bench.common import MASTER, Figure, Result, bench_settings, knobs
 
 
 def machine() -> dict[str, Any]:
@@ -31,7 +30,8 @@ def machine() -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
         "pyspark": version("pyspark"), "airflow": version("apache-airflow-core"),
         "platform": platform.platform(), "master": MASTER,
-        "spark_conf": Settings.from_env({}).spark_conf(),
+        "spark_conf": bench_settings(Path("/nonexistent")).spark_conf(),
+        "knobs": knobs(),
     }
 
 
@@ -106,13 +106,14 @@ def markdown(results: Sequence[Result], quick: bool) -> str:
     when = f"{taken[0]} - {taken[-1]} UTC" if taken and taken[0] != taken[-1] else (
         f"{taken[0]} UTC" if taken else "?")
     conf = ", ".join(f"`{key}={value.rsplit('.', 1)[-1]}`" for key, value in info["spark_conf"].items())
+    knob_text = ", ".join(f"`{k}={v}`" for k, v in info["knobs"].items()) or "none (defaults)"
     parts = [
         f"# wordstream benchmarks{' (quick run: shrunk sizes, not the real figures)' if quick else ''}",
         "",
         f"Taken {when} with `make bench` on {info['cpus']} cores, {info['memory_gb']} GB, Python "
         f"{info['python']}, PySpark {info['pyspark']}, Airflow {info['airflow']}; Spark master "
-        f"`{info['master']}`, {conf}. Each ratio compares medians taken side by side in the same run "
-        "(the machine's load drifts between runs; other jobs shared the two cores).",
+        f"`{info['master']}`, {conf}; knobs set: {knob_text}. Each ratio compares medians taken side "
+        "by side in the same run (the machine's load drifts between runs; other jobs shared the cores).",
         "",
         table(results),
         "",
@@ -121,6 +122,9 @@ def markdown(results: Sequence[Result], quick: bool) -> str:
     for result in results:
         parts.append("")
         took = f", {result.seconds:.0f} s" if result.seconds else ""
+        load = result.details.get("load_average")
+        if load:
+            took += f", load average {load[0]} at the start, {load[1]} at the end"
         parts.append(f"**{result.id} — {result.measure}** ({result.taken_at[:16].replace('T', ' ')}{took})")
         parts.append("")
         for figure in [result.figure, *result.baselines, *result.extra]:

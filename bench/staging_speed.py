@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import Check, Context, Figure, Result, ratio
+from bench.common import Check, Context, Figure, Result, bench_settings, ratio
 from bench.corpus import line_pool
 from wordstream.settings import ENGINES, REPO_DIR, Settings
 
@@ -53,8 +53,7 @@ def probe(data_dir: Path, max_file_bytes: int) -> dict[str, float | int]:
     """Inside a fresh process: one staging run, timed, with RSS before and the peak after."""
     from wordstream.staging import stage
 
-    settings = Settings.from_env({"WORDSTREAM_DATA_DIR": str(data_dir),
-                                  "WORDSTREAM_MAX_FILE_BYTES": str(max_file_bytes)})
+    settings = bench_settings(data_dir, WORDSTREAM_MAX_FILE_BYTES=str(max_file_bytes))
     synced = {"calls": 0, "seconds": 0.0}
     real_fsync = os.fsync
 
@@ -120,7 +119,7 @@ def big_file(path: Path, size: int) -> Path:
 
 def fresh_settings(ctx: Context, name: str) -> Settings:
     root = ctx.fresh_dir(name)
-    settings = Settings.from_env({"WORDSTREAM_DATA_DIR": str(root)})
+    settings = bench_settings(root)
     settings.ensure_dirs()
     return settings
 

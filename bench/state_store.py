@@ -21,11 +21,10 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Check, Context, Figure, Result, RssSampler, StreamApp
+from bench.common import Check, Context, Figure, Result, RssSampler, StreamApp, bench_settings
 from bench.corpus import Corpus, distinct_words_corpus
 from bench.throughput import batch_lines, publish
 from wordstream import results
-from wordstream.settings import Settings
 
 KEYS = 1_000_000
 QUICK_KEYS = 100_000
@@ -78,7 +77,7 @@ def run_provider(ctx: Context, label: str, provider_class: str, load: Corpus, up
     run = StateRun(label)
     short = "hdfs" if "HDFS" in provider_class else "rocksdb"
     root = ctx.fresh_dir(f"state-{short}-r{repeat}")
-    settings = Settings.from_env({"WORDSTREAM_DATA_DIR": str(root / "data")})
+    settings = bench_settings(root / "data")
     settings.data_dir.mkdir(parents=True)
     settings.ensure_dirs()
     log = root / "driver.log"

@@ -34,6 +34,7 @@ from bench.common import (
     Figure,
     Result,
     StreamApp,
+    bench_settings,
     paired_ratios,
     ratio,
     run_spark_job,
@@ -128,7 +129,7 @@ def run_stream(ctx: Context, engine: Engine, corpus: Corpus, warmup: Corpus, wav
                batch_seconds: int, expected: dict[str, int] | None, label: str) -> StreamRun:
     """Start the engine, warm it up on one file, then publish the corpus in waves and time it."""
     root = ctx.fresh_dir(f"{engine}-{label}")
-    settings = Settings.from_env({"WORDSTREAM_DATA_DIR": str(root / "data")})
+    settings = bench_settings(root / "data")
     settings.data_dir.mkdir(parents=True)
     settings.ensure_dirs()
     log = root / "driver.log"
@@ -172,7 +173,7 @@ def combined(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 def run_batch(ctx: Context, kind: str, corpus: Corpus, warmup: Corpus, label: str) -> float:
     """One spark-submit of the batch baseline (one untimed warm-up pass, one timed pass)."""
     root = ctx.fresh_dir(f"batch-{kind}-{label}")
-    settings = Settings.from_env({"WORDSTREAM_DATA_DIR": str(root / "data")})
+    settings = bench_settings(root / "data")
     listing = root / "files.txt"
     listing.write_text("\n".join(str(p) for p in corpus.files) + "\n")
     result = root / "result.json"
@@ -247,7 +248,7 @@ def measure(ctx: Context, engine: Engine) -> Result:
     result.details = {
         "bytes": corpus.total_bytes, "words": words, "files": len(corpus.files), "waves": waves,
         "warmup_files": len(warmup.files), "master": MASTER, "batch_seconds": batch_seconds,
-        "spark_conf": Settings.from_env({}).spark_conf(),
+        "spark_conf": bench_settings(ctx.work).spark_conf(),
         "runs": [r.__dict__ for r in runs], "batch_seconds_measured": batch_s, "counter_seconds": counter_s,
     }
     return result
