@@ -47,6 +47,9 @@ class Settings:
     batch_seconds: int = 2
     stable_seconds: int = 1
     max_file_bytes: int = 256 * 1024 * 1024
+    # A line is split into words in memory, in one piece: 4 MiB of one-letter words is about what a
+    # 1 GiB driver counts safely; a file with a longer line is quarantined.
+    max_line_bytes: int = 4 * 1024 * 1024
     shuffle_partitions: int = 4
     retention_days: int = 7
     dstream_remember_seconds: int = 60
@@ -61,6 +64,7 @@ class Settings:
             batch_seconds=_env_int(env, "WORDSTREAM_BATCH_SECONDS", cls.batch_seconds),
             stable_seconds=_env_int(env, "WORDSTREAM_STABLE_SECONDS", cls.stable_seconds),
             max_file_bytes=_env_int(env, "WORDSTREAM_MAX_FILE_BYTES", cls.max_file_bytes),
+            max_line_bytes=_env_int(env, "WORDSTREAM_MAX_LINE_BYTES", cls.max_line_bytes),
             shuffle_partitions=_env_int(env, "WORDSTREAM_SHUFFLE_PARTITIONS", cls.shuffle_partitions),
             retention_days=_env_int(env, "WORDSTREAM_RETENTION_DAYS", cls.retention_days),
             dstream_remember_seconds=_env_int(

@@ -10,7 +10,8 @@ in landing (thousands are fine) and returns a :class:`StageReport`:
    (staging does not recurse) and named once per run in the progress output.
 2. **Validated while hashed**, in one streaming read of 1 MiB chunks: readable, non-empty, at most
    ``max_file_bytes``, UTF-8 (incremental decoder, so a character split across chunks is fine), no NUL
-   byte. A reject goes to ``data/quarantine/<id>-<safe name>`` with ``<that name>.reason.txt``.
+   byte, no line longer than ``max_line_bytes`` (an engine that gets one runs out of memory on every
+   retry). A reject goes to ``data/quarantine/<id>-<safe name>`` with ``<that name>.reason.txt``.
 3. **Deduplicated by sha256**, per engine: content every engine already has (or had, processed) is a
    ``duplicate`` and is only archived. A delivery ``returned`` by a reset is published again to that
    engine only.
@@ -236,11 +237,39 @@ class Inspection:
     problem: str | None
 
 
-def inspect_content(fd: int, max_bytes: int) -> Inspection:
-    """Hash and validate an open file in one pass of 1 MiB chunks (constant memory)."""
+_LINE_BREAK = re.compile(rb"[\r\n]")
+
+
+def _long_line(chunk: bytes, offset: int, line_start: int, limit: int) -> tuple[int, int | None]:
+    """Scan one chunk (at ``offset`` in the file) for the line breaks the engines split on.
+
+    Returns where the line that continues into the next chunk starts, and the start of a line longer
+    than ``limit`` bytes (None if there is none so far).
+    """
+    if limit >= len(chunk):  # only a line that spans chunks can be too long: look at the ends
+        breaks = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
+        if not breaks:
+            return line_start, line_start if offset + len(chunk) - line_start > limit else None
+        if offset + min(breaks) - line_start > limit:
+            return line_start, line_start
+        return offset + max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1, None
+    for match in _LINE_BREAK.finditer(chunk):
+        if offset + match.start() - line_start > limit:
+            return line_start, line_start
+        line_start = offset + match.end()
+    return line_start, line_start if offset + len(chunk) - line_start > limit else None
+
+
+def inspect_content(fd: int, max_bytes: int, max_line_bytes: int | None = None) -> Inspection:
+    """Hash and validate an open file in one pass of 1 MiB chunks (constant memory).
+
+    ``max_line_bytes`` rejects a file with a longer line (a line break is ``\\n`` or ``\\r``): the
+    engines hold each line, and its split into words, in memory at once.
+    """
     hasher = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     total = 0
+    line_start = 0
     while chunk := os.read(fd, CHUNK_BYTES):
         start = total
         total += len(chunk)
@@ -249,6 +278,11 @@ def inspect_content(fd: int, max_bytes: int) -> Inspection:
         nul = chunk.find(b"\x00")
         if nul >= 0:
             return Inspection(None, total, f"binary: NUL byte at offset {start + nul}")
+        if max_line_bytes is not None:
+            line_start, too_long = _long_line(chunk, start, line_start, max_line_bytes)
+            if too_long is not None:
+                return Inspection(None, total, f"line too long: more than {max_line_bytes} bytes without "
+                                               f"a line break, from byte offset {too_long}")
         view = memoryview(chunk)
         for part in range(0, len(chunk), DECODE_BYTES):
             buffered = len(decoder.getstate()[0])
@@ -469,7 +503,7 @@ class _Run:
         if candidate.size > limit:
             return Inspection(None, candidate.size, f"too large: {candidate.size} bytes > limit {limit}")
         try:
-            inspection = inspect_content(fd, limit)
+            inspection = inspect_content(fd, limit, max_line_bytes=self.settings.max_line_bytes)
         except OSError as error:
             return Inspection(None, 0, f"unreadable: {error.strerror}")
         if inspection.problem is None and inspection.size != candidate.size:

@@ -512,8 +512,8 @@ def test_bytes_changed_between_validation_and_copy_are_not_published(
     st = path.stat()
     validate = staging.inspect_content
 
-    def validate_then_producer_edits(fd: int, max_bytes: int) -> staging.Inspection:
-        result = validate(fd, max_bytes)
+    def validate_then_producer_edits(fd: int, max_bytes: int, **limits: int) -> staging.Inspection:
+        result = validate(fd, max_bytes, **limits)
         with path.open("r+b") as handle:  # same size, same mtime: only the copy's hash can tell
             handle.write(b"VERSION TWO\n")
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
