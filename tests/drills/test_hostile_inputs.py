@@ -99,6 +99,88 @@ def test_a_byte_order_mark_is_counted_as_spark_reads_it(settings: Settings, tmp_
         app.cleanup()
 
 
+# -- one line of 200 MB ---------------------------------------------------------------------------
+ONE_LINE_BYTES = 200 * 1000 * 1000
+WORD = b"alpha beta gamma delta "
+STAGE_AND_MEASURE = """
+import resource, sys
+from pathlib import Path
+from wordstream.settings import Settings
+from wordstream.staging import stage
+report = stage(Settings.from_env(), progress=lambda _line: None, recheck_seconds=0)
+print(report.quarantined, report.staged, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def write_one_line(path: Path, size: int, word: bytes) -> int:
+    """``word`` repeated up to ``size`` bytes, no line break; returns the number of words."""
+    copies = size // len(word)
+    per_write = 1 << 16
+    with open(path, "wb") as out:
+        for _ in range(copies // per_write):
+            out.write(word * per_write)
+        out.write(word * (copies % per_write))
+    past = time.time() - 60
+    os.utime(path, (past, past))
+    return copies
+
+
+def stage_measured(settings: Settings, **env: str) -> tuple[int, int, int]:
+    """Stage in a fresh process; (quarantined, staged, peak RSS in KiB) of that process."""
+    env = {**os.environ, "WORDSTREAM_DATA_DIR": str(settings.data_dir), **env}
+    run = subprocess.run([sys.executable, "-c", STAGE_AND_MEASURE], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    quarantined, staged, peak = (int(field) for field in run.stdout.split())
+    return quarantined, staged, peak
+
+
+def test_a_200_mb_file_of_one_line_is_quarantined_and_memory_stays_flat(settings: Settings) -> None:
+    """The structured engine runs out of memory on a line of a few ten MB of short words (and would on
+    every retry, the batch being replayed from the checkpoint): such a file never reaches it. Read to
+    the end (a limit raised above its size), staging's memory still does not grow with the file."""
+    land(settings, "small.txt", b"one small file\n")
+    _, staged, baseline = stage_measured(settings)
+    assert staged == 1
+
+    huge = settings.landing / "one-line.txt"
+    size = write_one_line(huge, ONE_LINE_BYTES, WORD) * len(WORD)
+    quarantined, staged, peak = stage_measured(settings)
+    assert (quarantined, staged) == (1, 0)
+    [moved] = [p for p in settings.quarantine.iterdir() if not p.name.endswith(".reason.txt")]
+    assert moved.stat().st_size == size  # moved whole, not copied
+    reason = staging.reason_path(moved).read_text()
+    assert reason == (f"line too long: more than {settings.max_line_bytes} bytes without a line break, "
+                      "from byte offset 0 (landing name 'one-line.txt')\n")
+    for engine in ENGINES:
+        assert [p.read_bytes() for p in settings.watch(engine).iterdir()] == [b"one small file\n"]
+    assert peak - baseline < 16 * 1024, f"peak RSS grew by {(peak - baseline) / 1024:.0f} MiB"
+
+    os.replace(moved, huge)  # as if it came again, with the line limit raised above its size
+    os.utime(huge, (time.time() - 60, time.time() - 60))
+    quarantined, staged, peak = stage_measured(settings, WORDSTREAM_MAX_LINE_BYTES=str(ONE_LINE_BYTES))
+    assert (quarantined, staged) == (0, 1)
+    assert peak - baseline < 16 * 1024, f"peak RSS grew by {(peak - baseline) / 1024:.0f} MiB"
+    for engine in ENGINES:
+        assert sorted(p.stat().st_size for p in settings.watch(engine).iterdir())[-1] == size
+
+
+@pytest.mark.spark
+def test_a_line_at_the_limit_is_counted_exactly_by_the_structured_engine(settings: Settings,
+                                                                         tmp_path: Path) -> None:
+    """The worst case the default line limit lets through: one line of one-letter words."""
+    path = tmp_path / "at-the-limit.txt"
+    words = write_one_line(path, settings.max_line_bytes, b"a ")
+    assert path.stat().st_size == settings.max_line_bytes
+    assert stage_files(settings, [path]).staged == 1
+    app = SparkApp("structured", settings, tmp_path / "app.log", available_now=True).start()
+    try:
+        assert app.wait(300) == 0, app.tail()
+    finally:
+        app.cleanup()
+    assert results.read_totals(settings.output("structured"), "running-totals") == {"a": words}
+
+
 # -- a file the staging process may not read ----------------------------------------------------
 PR_CAPBSET_DROP = 24
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
@@ -178,8 +260,8 @@ def test_files_vanishing_at_every_step_lose_nothing(settings: Settings,
     monkeypatch.setattr(staging, "still_unchanged", recheck_then_delete)
     inspect = staging.inspect_content
 
-    def inspect_then_delete(fd: int, max_bytes: int) -> staging.Inspection:
-        result = inspect(fd, max_bytes)
+    def inspect_then_delete(fd: int, max_bytes: int, **limits: int) -> staging.Inspection:
+        result = inspect(fd, max_bytes, **limits)
         if after_check.exists() and os.fstat(fd).st_ino == after_check.stat().st_ino:
             after_check.unlink()
         return result
