@@ -1,0 +1,116 @@
+"""Drill: kill -9 of the staging process between copy and rename, and between rename and ledger update.
+
+tests/unit/test_staging.py kills staging (``os._exit``) at twenty points and checks that the next run
+completes exactly once. Here the process SIGKILLs itself at the two points that matter most, and the
+drill looks at what it left behind before any recovery:
+
+* between copy and rename: the copy exists only under its hidden temp name (no Spark source lists
+  it), complete and on disk; the ledger holds the intent (``publishing``);
+* between rename and ledger update: the final file is visible, whole, in every engine's folder; the
+  ledger still says ``publishing``, and the next run records it without copying it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wordstream import staging
+from wordstream.ledger import Ledger
+from wordstream.settings import ENGINES, Settings
+
+pytestmark = pytest.mark.drill
+
+KILLED_AT = """
+import os, signal, sys
+from pathlib import Path
+from wordstream import staging
+from wordstream.ledger import Ledger
+from wordstream.settings import Settings
+
+data_dir, point = Path(sys.argv[1]), sys.argv[2]
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "before-rename":  # publish_atomically has copied and fsync'ed every temp file
+    staging.os.replace = killed
+else:  # "before-ledger": the renames are done, record_published is next
+    Ledger.record_published = killed
+staging.stage(Settings(data_dir=data_dir, stable_seconds=0), progress=lambda line: None, recheck_seconds=0)
+"""
+
+CONTENT = b"".join(f"line {i} of a file that takes a few writes to copy\n".encode() for i in range(50_000))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    result = Settings(data_dir=data_dir, stable_seconds=0)
+    result.ensure_dirs()
+    path = result.landing / "report.txt"
+    path.write_bytes(CONTENT)
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    return result
+
+
+def kill_staging_at(settings: Settings, point: str) -> None:
+    run = subprocess.run([sys.executable, "-c", KILLED_AT, str(settings.data_dir), point],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == -signal.SIGKILL, (run.returncode, run.stderr)
+
+
+def entries(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def delivery_states(settings: Settings) -> dict[str, str]:
+    deliveries = Ledger(settings.ledger).deliveries(hashlib.sha256(CONTENT).hexdigest())
+    return {engine: delivery.state for engine, delivery in deliveries.items()}
+
+
+def final_name() -> str:
+    return staging.watch_name_for(hashlib.sha256(CONTENT).hexdigest(), "report.txt")
+
+
+def test_killed_between_copy_and_rename(settings: Settings) -> None:
+    kill_staging_at(settings, "before-rename")
+    for engine in ENGINES:
+        assert entries(settings.watch(engine)) == {staging.temp_name(final_name()): CONTENT}
+    assert delivery_states(settings) == dict.fromkeys(ENGINES, "publishing")
+    assert (settings.landing / "report.txt").read_bytes() == CONTENT  # the original is untouched
+
+    report = staging.stage(settings, progress=lambda _line: None, recheck_seconds=0)
+    assert report.staged == 1 and report.published == dict.fromkeys(ENGINES, 1)
+    for engine in ENGINES:
+        assert entries(settings.watch(engine)) == {final_name(): CONTENT}
+    assert delivery_states(settings) == dict.fromkeys(ENGINES, "published")
+    assert list(settings.landing.iterdir()) == []
+
+
+def test_killed_between_rename_and_ledger_update(settings: Settings) -> None:
+    kill_staging_at(settings, "before-ledger")
+    published = {}
+    for engine in ENGINES:
+        assert entries(settings.watch(engine)) == {final_name(): CONTENT}
+        published[engine] = (settings.watch(engine) / final_name()).stat()
+    assert delivery_states(settings) == dict.fromkeys(ENGINES, "publishing")
+
+    staging.stage(settings, progress=lambda _line: None, recheck_seconds=0)
+    for engine in ENGINES:
+        after = (settings.watch(engine) / final_name()).stat()
+        assert entries(settings.watch(engine)) == {final_name(): CONTENT}
+        # Not copied again: an engine that already read the file would otherwise see it twice.
+        assert (after.st_ino, after.st_mtime_ns) == (published[engine].st_ino, published[engine].st_mtime_ns)
+    assert delivery_states(settings) == dict.fromkeys(ENGINES, "published")
+    [row] = Ledger(settings.ledger).entries(5)
+    assert row["status"] == "staged" and row["moved_to"].startswith("archive/")
+    assert list(settings.landing.iterdir()) == []
