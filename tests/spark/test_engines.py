@@ -76,6 +76,7 @@ def test_structured_available_now_counts_exactly(settings: Settings, tmp_path: P
     assert status["state"] == "stopped" and status["files_processed"] == len(corpus)
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize("engine", ENGINES)
 def test_live_stream_stop_marker_downtime_and_restart(settings: Settings, tmp_path: Path,
                                                       engine: str) -> None:
@@ -138,6 +139,7 @@ def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, tmp_path: P
         app.cleanup()
 
 
+@pytest.mark.drill
 def test_second_start_is_refused_and_first_keeps_running(settings: Settings, tmp_path: Path) -> None:
     first = SparkApp("structured", settings, tmp_path / "first.log").start()
     try:

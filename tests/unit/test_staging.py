@@ -443,6 +443,7 @@ def assert_staged_exactly_once(settings: Settings) -> None:
                                                  "returned": 0}
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize(
     ("point", "allowed"),
     [("os.write", 3), ("os.fsync", 0), ("os.fsync", 5), ("os.replace", 0), ("os.replace", 1),
@@ -459,6 +460,7 @@ def test_a_crash_anywhere_is_completed_by_the_next_run(settings: Settings, point
     assert_staged_exactly_once(settings)
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize(
     ("point", "allowed"),
     # each run dies at its n-th call; n is large enough for one file to get through per run
