@@ -27,11 +27,16 @@ from pyspark.sql import SparkSession
 
 from wordstream.driver import spark_conf_defaults
 from wordstream.dstream_job import SCHEMA
-from wordstream.keys import count_keys, line_keys
+from wordstream.keys import count_keys, keys_frame, line_keys
 
 
 def dataframe_count(spark: SparkSession, paths: list[str], output: str) -> None:
     count_keys(spark.read.text(paths), "words").write.mode("overwrite").parquet(output)
+
+
+def tokenize_only(spark: SparkSession, paths: list[str]) -> None:
+    """Split into words and count the rows, without grouping: the share of the work in splitting."""
+    keys_frame(spark.read.text(paths), "words").count()
 
 
 def rdd_count(spark: SparkSession, paths: list[str], output: str) -> None:
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokenize", action="store_true",
+                        help="also time splitting into words alone (dataframe only)")
     args = parser.parse_args(argv)
     paths = [line for line in args.files.read_text().splitlines() if line]
     if not paths or args.repeats < 1:
@@ -68,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
             seconds.append(time.perf_counter() - started)
             print(f"[bench {args.kind}] repeat {repeat + 1}/{args.repeats}: {seconds[-1]:.2f} s",
                   file=sys.stderr, flush=True)
-        args.result.write_text(json.dumps({"kind": args.kind, "seconds": seconds}))
+        tokenize = None
+        if args.tokenize and args.kind == "dataframe":
+            started = time.perf_counter()
+            tokenize_only(spark, paths)
+            tokenize = time.perf_counter() - started
+        found = {"kind": args.kind, "seconds": seconds, "tokenize_seconds": tokenize}
+        args.result.write_text(json.dumps(found))
     finally:
         spark.stop()
     return 0
