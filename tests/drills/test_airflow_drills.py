@@ -49,7 +49,7 @@ from wordstream.stack import Stack
 pytestmark = [pytest.mark.e2e, pytest.mark.drill]
 
 TASK = "run_stream"
-STREAM_CONF = {"keys": "words", "batch_seconds": 1, "timeout_seconds": 0}
+STREAM_CONF = {"keys": "words", "batch_seconds": 2, "timeout_seconds": 0}
 BIG_FILE_COPIES = 150  # one batch of several seconds for both engines
 
 
@@ -259,9 +259,7 @@ def test_kill_9_mid_batch_is_retried_and_totals_stay_exact(stack: Stack, api: Ai
     for engine in ENGINES:  # retry_delay is 20 s, then the driver starts from its checkpoint
         wait_until(lambda engine=engine: restarted(stack, api, engine, streams[engine], killed[engine],
                                                    tries[engine]), 240, f"the retry of {engine}")
-    feed.wait_exact()
-    feed.land(write_corpus(tmp_path / "after", files=3, seed=303))
-    feed.wait_exact()
+    feed.wait_exact()  # the next drill lands more files on these drivers
     for engine in ENGINES:
         one_driver(stack, engine)
         assert api.get_dag_run(f"stream_{engine}", streams[engine])["state"] == "running"
