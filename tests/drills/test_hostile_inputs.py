@@ -284,6 +284,37 @@ def test_files_vanishing_at_every_step_lose_nothing(settings: Settings,
     assert not stays.exists()
 
 
+def test_a_file_swapped_for_a_symlink_after_the_listing_is_not_followed(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the listing and the open, a producer replaces a landing file by a link to a file
+    outside landing: staging opens without following links, so the outside file is never read."""
+    outside = tmp_path / "outside-secret.txt"
+    outside.write_bytes(b"outside the data directory\n")
+    swapped = land(settings, "swapped.txt", b"harmless\n")
+    recheck = staging.still_unchanged
+
+    def recheck_then_swap(candidates: list[staging.Candidate]) -> tuple[list[staging.Candidate], int]:
+        result = recheck(candidates)
+        swapped.unlink()
+        swapped.symlink_to(outside)
+        return result
+
+    monkeypatch.setattr(staging, "still_unchanged", recheck_then_swap)
+    report = staging.stage(settings, progress=lambda _line: None)
+    assert report.skipped_unstable == 1 and report.handled == 0
+    for engine in ENGINES:
+        assert list(settings.watch(engine).iterdir()) == []
+    assert not any(p.is_file() and p.read_bytes() == outside.read_bytes()
+                   for p in settings.data_dir.rglob("*") if not p.is_symlink())
+
+    monkeypatch.setattr(staging, "still_unchanged", recheck)
+    report = staging.stage(settings, progress=lambda _line: None)  # next run: the link is quarantined
+    assert report.quarantined == 1
+    [moved] = [p for p in settings.quarantine.iterdir() if not p.name.endswith(".reason.txt")]
+    assert moved.is_symlink() and os.readlink(moved) == str(outside)
+    assert outside.read_bytes() == b"outside the data directory\n"
+
+
 # -- names with line breaks and dots ------------------------------------------------------------
 HOSTILE_NAMES = ["evil\nname.txt", "..\n..\nescape", "a\r\n..\\..\\win.txt", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
                  "-..-..-etc-passwd", "x\x1b[31mred\x1b[0m.txt"]
