@@ -61,13 +61,13 @@ class Context:
         return path
 
 
-def bench_settings(data_dir: Path, **knobs: str) -> Settings:
+def bench_settings(data_dir: Path, **overrides: str) -> Settings:
     """Settings for a scratch data directory, with the ``WORDSTREAM_*`` knobs of the environment.
 
     ``WORDSTREAM_SHUFFLE_PARTITIONS=2 make bench`` measures that configuration; the report lists
     every knob that was set.
     """
-    return Settings.from_env({**os.environ, **knobs, "WORDSTREAM_DATA_DIR": str(data_dir)})
+    return Settings.from_env({**os.environ, **overrides, "WORDSTREAM_DATA_DIR": str(data_dir)})
 
 
 def knobs() -> dict[str, str]:
@@ -201,7 +201,7 @@ def paired_ratios(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
 
 
 # -- waiting -----------------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
     """Poll ``predicate`` until it returns something truthy; TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import Check, Context, Figure, Result, bench_settings, ratio
 from bench.corpus import line_pool
@@ -57,7 +58,7 @@ def probe(data_dir: Path, max_file_bytes: int) -> dict[str, float | int]:
     synced = {"calls": 0, "seconds": 0.0}
     real_fsync = os.fsync
 
-    def timed_fsync(fd: int) -> None:  # how much of staging is waiting for the disk
+    def timed_fsync(fd: Any) -> None:  # how much of staging is waiting for the disk
         began = time.perf_counter()
         real_fsync(fd)
         synced["calls"] += 1
