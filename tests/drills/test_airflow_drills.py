@@ -231,7 +231,7 @@ def kill_in_flight(stack: Stack, engine: str, sha256: str, target: str) -> tuple
                f"the big file staged to {engine}")
     pid = int(status(stack, engine)["pid"])  # type: ignore[call-overload]
     ui = spark_ui(pid)
-    wait_until(lambda: busy_for(ui, 0.5) or delivery_state() == "processed", 120, f"{engine}'s big batch")
+    wait_until(lambda: busy_for(ui, 0.2) or delivery_state() == "processed", 120, f"{engine}'s big batch")
     victim = pid if target == "python" else psutil.Process(pid).ppid()
     in_flight = delivery_state() == "published"  # marked processed only after the commit
     os.kill(victim, signal.SIGKILL)

@@ -96,7 +96,7 @@ def test_reset_during_a_batch_counts_every_file_once(settings: Settings, tmp_pat
 
         ui = spark_ui(control.read_status(settings.state, engine)["pid"])
         stage_files(settings, [big])
-        wait_until(lambda: busy_for(ui, 0.5), 120, "the big file's batch to begin")
+        wait_until(lambda: busy_for(ui, 0.2), 120, "the big file's batch to begin")
         stage_files(settings, during)  # they arrive while the batch runs
         producer = stage_when_stopped(settings, engine, late)
         # The ledger marks a file processed only once its batch has committed.
