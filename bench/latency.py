@@ -33,7 +33,7 @@ from typing import Any
 from bench.common import PLACE_VARIABLES, Check, Context, Figure, Result, wait_for
 from wordstream import control, results
 from wordstream.airflow_api import AirflowClient
-from wordstream.cluster import find_free_port
+from wordstream.cluster import free_ports
 from wordstream.settings import Settings
 from wordstream.stack import Stack
 
@@ -102,15 +102,6 @@ def write_atomically(folder: Path, name: str, text: str) -> float:
         os.fsync(out.fileno())
     os.replace(temp, folder / name)
     return time.time()
-
-
-def free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = find_free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def epoch(iso: str | None) -> float | None:

@@ -76,6 +76,16 @@ def find_free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """``count`` distinct ports nothing listens on right now (an Airflow needs three)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = find_free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def port_in_use(port: int, host: str = HOST) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:

@@ -41,7 +41,7 @@ from support import corpus_text, processes_mentioning, reference_counts, wait_un
 
 from wordstream import control, results
 from wordstream.airflow_api import AirflowApiError, AirflowClient
-from wordstream.cluster import find_free_port
+from wordstream.cluster import free_ports
 from wordstream.ledger import Ledger
 from wordstream.settings import ENGINES, Settings
 from wordstream.stack import Stack
@@ -51,15 +51,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.drill]
 TASK = "run_stream"
 STREAM_CONF = {"keys": "words", "batch_seconds": 2, "timeout_seconds": 0}
 BIG_FILE_COPIES = 150  # one batch of several seconds for both engines
-
-
-def free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = find_free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 @dataclass

@@ -18,21 +18,11 @@ import pytest
 from support import group_members, processes_mentioning, wait_until
 
 from wordstream.airflow_api import AirflowClient
-from wordstream.cluster import find_free_port
+from wordstream.cluster import free_ports
 from wordstream.stack import Stack
 
 E2E_DIR = Path(__file__).resolve().parent
 _running: list[Stack] = []
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports nothing listens on right now."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = find_free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def stop_and_check(stack: Stack) -> None:
