@@ -15,19 +15,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 
 from wordstream import control
+from wordstream.control import wait_for
 from wordstream.settings import Engine, Settings
 from wordstream.spark_env import application, spark_env, spark_submit_binary
 
 MASTER = "local[2]"
-T = TypeVar("T")
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -201,18 +201,6 @@ def paired_ratios(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
 
 
 # -- waiting -----------------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll ``predicate`` until it returns something truthy; TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 # -- processes ---------------------------------------------------------------------------------
 def group_members(pgid: int) -> list[psutil.Process]:
     members = []

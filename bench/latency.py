@@ -30,10 +30,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import PLACE_VARIABLES, Check, Context, Figure, Result, wait_for
+from bench.common import PLACE_VARIABLES, Check, Context, Figure, Result
 from wordstream import control, results
 from wordstream.airflow_api import AirflowClient
 from wordstream.cluster import free_ports
+from wordstream.control import wait_for
 from wordstream.settings import Settings
 from wordstream.stack import Stack
 

@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -111,15 +110,11 @@ def write_corpus(folder: Path, files: int, seed: int, lines: int = 60, prefix: s
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    """:func:`wordstream.control.wait_for`, failing the test (AssertionError) on timeout."""
+    try:
+        return control.wait_for(predicate, timeout, what, interval)
+    except TimeoutError as error:
+        raise AssertionError(str(error)) from None
 
 
 class SparkApp:

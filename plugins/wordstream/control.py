@@ -20,13 +20,14 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 LIVE_STATES = ("starting", "running", "stopping")
+T = TypeVar("T")
 
 
 class EngineBusyError(RuntimeError):
@@ -103,13 +104,24 @@ def is_running(state_dir: Path, engine: str) -> bool:
         os.close(fd)
 
 
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``predicate`` until it returns something truthy; TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
 def wait_until_stopped(state_dir: Path, engine: str, timeout: float) -> bool:
     """Wait until the lock is released; True if it was within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while is_running(state_dir, engine):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
+    try:
+        wait_for(lambda: not is_running(state_dir, engine), timeout, f"{engine} to stop", 0.2)
+    except TimeoutError:
+        return False
     return True
 
 
