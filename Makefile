@@ -26,7 +26,7 @@ test: setup lint
 	$(BIN)/python -m pytest
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not spark and not airflow and not e2e and not cluster"
+	$(BIN)/python -m pytest -m "not spark and not airflow and not e2e and not cluster and not drill"
 
 run: setup
 	$(BIN)/python -m wordstream.stack run
