@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 import requests
-from support import reference_counts
+from support import reference_counts, wait_until
 
 LOOPBACK_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -82,25 +82,29 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def spark_ui(driver_pid: int) -> str:
+def spark_ui(driver_pid: int, timeout: float = 60.0) -> str:
     """The URL of the Spark UI of the application whose Python driver is ``driver_pid``.
 
     The driver's parent is the spark-submit JVM; of its listening ports, the UI is the one whose
-    ``/api/v1/applications`` answers.
+    ``/api/v1/applications`` answers. Polled: on a loaded machine the UI can answer late.
     """
     jvm = psutil.Process(driver_pid).parent()
     assert jvm is not None and "java" in jvm.name(), f"the parent of driver {driver_pid} is not a JVM"
-    for port, addresses in sorted(listening([jvm.pid]).items()):
-        host = "127.0.0.1" if any(is_loopback(a) or a in ("0.0.0.0", "::") for a in addresses) \
-            else sorted(addresses)[0]
-        url = f"http://{host}:{port}"
-        try:
-            answer = requests.get(f"{url}/api/v1/applications", timeout=15)
-        except requests.RequestException:
-            continue
-        if answer.ok and answer.headers.get("content-type", "").startswith("application/json"):
-            return url
-    raise AssertionError(f"no Spark UI among the ports of JVM {jvm.pid}")
+
+    def find() -> str | None:
+        for port, addresses in sorted(listening([jvm.pid]).items()):
+            host = "127.0.0.1" if any(is_loopback(a) or a in ("0.0.0.0", "::") for a in addresses) \
+                else sorted(addresses)[0]
+            url = f"http://{host}:{port}"
+            try:
+                answer = requests.get(f"{url}/api/v1/applications", timeout=5)
+            except requests.RequestException:
+                continue
+            if answer.ok and answer.headers.get("content-type", "").startswith("application/json"):
+                return url
+        return None
+
+    return str(wait_until(find, timeout, f"a Spark UI among the ports of JVM {jvm.pid}", interval=1.0))
 
 
 def running_jobs(ui: str) -> list[dict[str, Any]]:
