@@ -200,7 +200,6 @@ def paired_ratios(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
     return tuple(x / y for x, y in zip(a, b, strict=False) if y)
 
 
-# -- waiting -----------------------------------------------------------------------------------
 # -- processes ---------------------------------------------------------------------------------
 def group_members(pgid: int) -> list[psutil.Process]:
     members = []
