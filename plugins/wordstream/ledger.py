@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_watch_name ON deliveries (engine, watch_name);
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state);
+-- "does this file own a delivery" runs once per staged file: without it, a scan of the whole table.
+CREATE INDEX IF NOT EXISTS deliveries_by_file_id ON deliveries (file_id);
 """
 
 
