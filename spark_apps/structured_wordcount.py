@@ -47,12 +47,16 @@ def batch_files(checkpoint: Path, batch_id: int) -> list[str]:
     return []
 
 
-def print_console(batch: DataFrame, batch_id: int) -> None:
-    """What the tutorial's ``format("console")`` sink prints, into the driver log."""
+def print_console(batch: results.WrittenBatch, batch_id: int) -> None:
+    """What the tutorial's ``format("console")`` sink prints, into the driver log.
+
+    Printed from the rows just written, so showing them costs no Spark job of its own.
+    """
+    rows = [(row["key"], row["count"]) for row in batch.rows.slice(0, CONSOLE_ROWS).to_pylist()]
     print("-------------------------------------------")
     print(f"Batch: {batch_id}")
     print("-------------------------------------------")
-    batch.show(CONSOLE_ROWS, truncate=False)
+    print(results.show_string(("key", "count"), rows, batch.rows.num_rows))
     sys.stdout.flush()
 
 
@@ -92,19 +96,18 @@ class Progress(StreamingQueryListener):
         pass
 
 
-def make_sink(args: AppArgs, progress: Progress) -> Any:
-    """foreachBatch: print like the console sink, then replace the batch's Parquet folder."""
+def make_sink(args: AppArgs, driver: Driver, progress: Progress) -> Any:
+    """foreachBatch: replace the batch's Parquet folder, then print it like the console sink.
+
+    The stateful batch is computed once, by the write.
+    """
 
     def sink(batch: DataFrame, batch_id: int) -> None:
-        batch = batch.persist()  # one computation of the stateful batch, read twice
-        try:
-            rows_out = batch.count()
-            if rows_out:
-                print_console(batch, batch_id)
-                results.write_batch(batch, args.output, batch_id)
-        finally:
-            batch.unpersist()
-        progress.keys_out[batch_id] = rows_out
+        written = results.write_batch(batch, args.output, batch_id)
+        if written is not None:
+            print_console(written, batch_id)
+            driver.batch_written(written)
+        progress.keys_out[batch_id] = 0 if written is None else written.rows.num_rows
 
     return sink
 
@@ -119,7 +122,7 @@ def start_query(spark: SparkSession, args: AppArgs, driver: Driver) -> Streaming
         .queryName("wordstream_structured")
         .outputMode("update")
         .option("checkpointLocation", str(args.checkpoint))
-        .foreachBatch(make_sink(args, progress))
+        .foreachBatch(make_sink(args, driver, progress))
     )
     if args.available_now:
         writer = writer.trigger(availableNow=True)

@@ -26,7 +26,6 @@ from wordstream.settings import KEY_MODES, KeyMode, Settings
 
 STOP_WITH_LAUNCHER_ENV = "WORDSTREAM_STOP_WITH_LAUNCHER"
 TOP_WORDS = 20
-TOP_WORDS_REFRESH_SECONDS = 10.0
 # The status keeps this many recent batches, so the UI can chart rates without a history store.
 RECENT_BATCHES = 30
 EPOCH_FILE = "wordstream-epoch.json"
@@ -127,8 +126,7 @@ class Driver:
         self.args = args
         self.stop = control.StopWatcher(args.state_dir, engine)
         self._lock = control.hold_lock(args.state_dir, engine)
-        self._top: list[tuple[str, int]] = []
-        self._top_refreshed = 0.0
+        self._top = results.TopKeys(args.output, results.SEMANTICS[engine], TOP_WORDS)
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_BATCHES)
         self._closing = threading.Event()
 
@@ -193,17 +191,12 @@ class Driver:
             input_rows_per_second=batch["input_rows_per_second"],
             processed_rows_per_second=batch["processed_rows_per_second"],
             files_in_batch=len(files), files_processed=ledger.processed_count(self.engine),
-            top_words=self.top_words(), recent_batches=list(self._recent),
+            top_words=self._top.top(), recent_batches=list(self._recent),
         )
 
-    def top_words(self) -> list[tuple[str, int]]:
-        """Top words from the persisted results, re-read at most every few seconds."""
-        now = time.monotonic()
-        if now - self._top_refreshed >= TOP_WORDS_REFRESH_SECONDS or not self._top:
-            totals = results.read_totals(self.args.output, results.SEMANTICS[self.engine])
-            self._top = results.ranked(totals, TOP_WORDS)
-            self._top_refreshed = now
-        return self._top
+    def batch_written(self, batch: results.WrittenBatch) -> None:
+        """A sink persisted a batch: keep the top words from its rows (status, UI)."""
+        self._top.add(batch)
 
     # -- the stop loop ----------------------------------------------------------------------
     def run_until_stopped(self, await_termination: Callable[[float], bool]) -> str:

@@ -77,13 +77,12 @@ def persist_counts(output: str, batch_time: datetime, counts: RDD[tuple[str, int
     if rows_in:
         from pyspark.sql import SparkSession
 
-        frame = SparkSession.builder.getOrCreate().createDataFrame(counts, SCHEMA).persist()
-        try:
-            rows_out = frame.count()
-            if rows_out:
-                results.write_batch(frame, output, batch_id)  # type: ignore[arg-type]
-        finally:
-            frame.unpersist()
+        frame = SparkSession.builder.getOrCreate().createDataFrame(counts, SCHEMA)
+        written = results.write_batch(frame, output, batch_id)  # type: ignore[arg-type]
+        if written is not None:
+            rows_out = written.rows.num_rows
+            if driver is not None:
+                driver.batch_written(written)
     if driver is not None and (rows_in or rows_out):
         driver.batch_done(batch_id, rows_in, time.monotonic() - started, batch_files(counts), rows_out)
 

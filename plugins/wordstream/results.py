@@ -15,15 +15,19 @@ Reading needs only pyarrow, so ``wordstream totals`` does not start Spark.
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame
 
 Semantics = Literal["running-totals", "batch-counts"]
@@ -56,13 +60,44 @@ def replace_batch(output: Path, batch_id: int, write: Callable[[Path], None]) ->
     return final
 
 
-def write_batch(counts: DataFrame, output: Path, batch_id: int) -> Path:
-    """Persist one batch of ``(key, count)`` rows (Spark side)."""
+@dataclass(frozen=True)
+class WrittenBatch:
+    """A batch as persisted, read back: what the driver prints, counts and ranks."""
+
+    folder: Path
+    rows: pa.Table  # columns key, count
+    replayed: bool  # the folder existed: this batch id was written before (a replay after a crash)
+
+
+def write_batch(counts: DataFrame, output: Path, batch_id: int) -> WrittenBatch | None:
+    """Persist one batch of ``(key, count)`` rows (Spark side); None when the batch has no rows.
+
+    One Spark job: the rows are read back from the Parquet just written (pyarrow, in the driver)
+    instead of running more jobs over the batch to count and show it.
+    """
+    replayed = batch_dir(output, batch_id).exists()
+    written: list[pa.Table] = []
 
     def write(path: Path) -> None:
         counts.select("key", "count").write.mode("error").parquet(str(path))
+        written.append(read_batch(path))
 
-    return replace_batch(output, batch_id, write)
+    folder = replace_batch(output, batch_id, write)
+    if written[0].num_rows == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return WrittenBatch(folder, written[0], replayed)
+
+
+def read_batch(folder: Path) -> pa.Table:
+    """One batch folder's rows, in Spark's partition order (part files sorted by name)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(p for p in Path(folder).iterdir() if p.suffix == ".parquet" and p.is_file())
+    schema = pa.schema([("key", pa.string()), ("count", pa.int64())])
+    tables = [pq.read_table(part, columns=["key", "count"]) for part in parts]
+    return pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
 
 
 def batch_dirs(output: Path) -> list[Path]:
@@ -74,11 +109,9 @@ def batch_dirs(output: Path) -> list[Path]:
 
 def read_totals(output: Path, semantics: Semantics) -> dict[str, int]:
     """Every key with its total from the persisted batches."""
-    import pyarrow.parquet as pq
-
     totals: dict[str, int] = {}
     for folder in batch_dirs(output):
-        table = pq.read_table(folder, columns=["key", "count"])
+        table = read_batch(folder)
         keys = table.column("key").to_pylist()
         counts = table.column("count").to_pylist()
         if semantics == "running-totals":
@@ -89,10 +122,66 @@ def read_totals(output: Path, semantics: Semantics) -> dict[str, int]:
     return totals
 
 
-def ranked(totals: dict[str, int], top: int | None = None) -> list[tuple[str, int]]:
+def _rank(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+def ranked(totals: Mapping[str, int], top: int | None = None) -> list[tuple[str, int]]:
     """Sorted by count descending, then key ascending (the contract's order)."""
-    rows = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
-    return rows if top is None else rows[:top]
+    if top is None:
+        return sorted(totals.items(), key=_rank)
+    return heapq.nsmallest(top, totals.items(), key=_rank)
+
+
+class TopKeys:
+    """The top ``n`` keys of an epoch, kept from each batch's rows as the batches are written.
+
+    Re-reading every batch folder after each batch costs more with every batch. Running totals only
+    grow, so for ``running-totals`` the best ``n`` among the previous top and a batch's rows are
+    exactly the new top: a key the batch did not update ranked below all of the previous top, whose
+    totals can only have risen. ``batch-counts`` adds each batch to every key's total, so it keeps
+    every total. A replayed ``batch-counts`` batch replaced rows already added: the totals are then
+    read again from the results.
+    """
+
+    def __init__(self, output: Path, semantics: Semantics, n: int) -> None:
+        self.output = Path(output)
+        self.semantics = semantics
+        self.n = n
+        self._totals: dict[str, int] | None = None  # read from the results on first use
+
+    def add(self, batch: WrittenBatch) -> None:
+        """Account for a batch written to ``output`` (call after the write: a first use reads it)."""
+        if self._totals is None or (batch.replayed and self.semantics == "batch-counts"):
+            self._load()
+            return
+        if self.semantics == "running-totals":
+            self._totals.update(_top_rows(batch.rows, self.n))
+            self._totals = dict(ranked(self._totals, self.n))
+        else:
+            keys = batch.rows.column("key").to_pylist()
+            counts = batch.rows.column("count").to_pylist()
+            for key, count in zip(keys, counts, strict=True):
+                self._totals[key] = self._totals.get(key, 0) + count
+
+    def top(self) -> list[tuple[str, int]]:
+        if self._totals is None:
+            self._load()
+        assert self._totals is not None
+        return ranked(self._totals, self.n)
+
+    def _load(self) -> None:
+        totals = read_totals(self.output, self.semantics)
+        self._totals = totals if self.semantics == "batch-counts" else dict(ranked(totals, self.n))
+
+
+def _top_rows(rows: pa.Table, n: int) -> list[tuple[str, int]]:
+    """The ``n`` best rows of a batch, ranked in Arrow (a batch may hold a million keys)."""
+    import pyarrow.compute as pc
+
+    order = pc.sort_indices(rows, sort_keys=[("count", "descending"), ("key", "ascending")])
+    best = rows.take(order[:n])
+    return list(zip(best.column("key").to_pylist(), best.column("count").to_pylist(), strict=True))
 
 
 def to_csv(rows: Iterable[tuple[str, int]]) -> str:
@@ -102,3 +191,33 @@ def to_csv(rows: Iterable[tuple[str, int]]) -> str:
     writer.writerow(["word", "count"])
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+# Characters Spark's show() draws two columns wide (Utils.stringHalfWidth).
+_FULL_WIDTH = re.compile("[\u1100-\u115F\u2E80-\uA4CF\uAC00-\uD7A3\uF900-\uFAFF\uFE10-\uFE19"
+                         "\uFE30-\uFE6F\uFF00-\uFF60\uFFE0-\uFFE6]")
+
+
+def _half_width(text: str) -> int:
+    """Columns Spark's show() gives ``text``: UTF-16 units, plus one per full-width character."""
+    return len(text.encode("utf-16-le")) // 2 + len(_FULL_WIDTH.findall(text))
+
+
+def show_string(columns: Sequence[str], rows: Sequence[Sequence[object]], total: int) -> str:
+    """``rows`` drawn as ``Dataset.show(truncate=False)`` draws them (the tutorial's console sink).
+
+    ``total`` is the number of rows of the whole batch: more than shown adds Spark's footer line.
+    """
+    cells = [[str(value) for value in row] for row in rows]
+    widths = [max(3, _half_width(name), *(_half_width(row[i]) for row in cells))
+              for i, name in enumerate(columns)]
+    rule = "+" + "+".join("-" * width for width in widths) + "+"
+
+    def line(values: Sequence[str]) -> str:
+        pairs = zip(values, widths, strict=True)
+        return "|" + "|".join(value + " " * (width - _half_width(value)) for value, width in pairs) + "|"
+
+    drawn = "\n".join([rule, line(columns), rule, *(line(row) for row in cells), rule]) + "\n"
+    if total > len(rows):
+        drawn += f"only showing top {len(rows)} {'row' if len(rows) == 1 else 'rows'}"
+    return drawn

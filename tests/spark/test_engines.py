@@ -39,6 +39,11 @@ def totals_via_cli(settings: Settings, engine: str) -> dict[str, int]:
     return {word: int(count) for word, count in rows[1:]}
 
 
+def top_words(expected: dict[str, int]) -> list[list[object]]:
+    """The status' ``top_words`` (JSON) for these totals."""
+    return [list(row) for row in results.ranked(expected, 20)]
+
+
 def publish(settings: Settings, paths: list[Path]) -> None:
     """Drop the files into landing and stage them into every engine's watch folder."""
     for path in paths:
@@ -71,9 +76,14 @@ def test_structured_available_now_counts_exactly(settings: Settings, tmp_path: P
     publish(settings, corpus)
     app = SparkApp("structured", settings, tmp_path / "app.log", keys=mode, available_now=True).start()
     assert app.wait(300) == 0, app.tail()
-    assert totals_via_cli(settings, "structured") == reference_counts(corpus, mode)
+    expected = reference_counts(corpus, mode)
+    assert totals_via_cli(settings, "structured") == expected
     status = control.read_status(settings.state, "structured")
     assert status["state"] == "stopped" and status["files_processed"] == len(corpus)
+    assert status["top_words"] == top_words(expected)
+    log = (tmp_path / "app.log").read_text()
+    assert "Batch: 0\n-------------------------------------------\n+---" in log
+    assert "only showing top 20 rows" in log
 
 
 # The drill is the DStream one: down longer than its file remember window.
@@ -133,7 +143,12 @@ def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, tmp_path: P
 
     app = SparkApp(engine, settings, tmp_path / "run2.log").start()
     try:
-        wait_for_totals(settings, engine, reference_counts(corpus, "words"), app)
+        expected = reference_counts(corpus, "words")
+        wait_for_totals(settings, engine, expected, app)
+        # The status' top words, kept batch by batch across the crash and the replay, are exact too.
+        top = top_words(expected)
+        wait_until(lambda: control.read_status(settings.state, engine).get("top_words") == top,
+                   30, f"{engine} status top words to equal the reference")
         assert app.stop_gracefully() == 0
     finally:
         app.cleanup()

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 from support import reference_counts, reference_lines, reference_tokens
 
+from wordstream import results
 from wordstream.keys import count_keys, keys_frame, line_keys
 
 pytestmark = pytest.mark.spark
@@ -52,3 +53,12 @@ def test_text_source_line_endings(spark, tmp_path, mode: str) -> None:
     lines = spark.read.text(str(path))
     got = {row.key: row["count"] for row in count_keys(lines, mode).collect()}
     assert got == reference_counts([path], mode)
+
+
+@pytest.mark.parametrize("shown", [3, 20])
+def test_console_print_draws_batches_as_spark_show_does(spark, capsys, shown: int) -> None:
+    """The structured sink prints each batch from its Parquet rows: it must look like Spark's show()."""
+    rows = [("the", 12), ("naïve", 3), ("日本語", 2), ("emoji🙂", 1), ("x", 1000000), ("", 7),
+            ("\uff46\uff55\uff4c\uff4c", 4), ("a" * 30, 2)]
+    spark.createDataFrame(rows, "key string, count long").show(shown, truncate=False)
+    assert results.show_string(("key", "count"), rows[:shown], len(rows)) + "\n" == capsys.readouterr().out
