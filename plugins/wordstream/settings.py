@@ -147,4 +147,6 @@ class Settings:
             "spark.ui.showConsoleProgress": "false",
             "spark.sql.streaming.stateStore.providerClass":
                 "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+            # Each commit writes the changed keys, not a snapshot of the whole store.
+            "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         }
