@@ -109,13 +109,15 @@ class Ledger:
     """Access to the ledger database.
 
     Every method is one short transaction on its own connection, or on the connection of an open
-    :meth:`session`; nothing holds the database between calls, so other processes interleave freely.
+    :meth:`session`, or part of the open :meth:`transaction`; nothing holds the database between
+    calls or transactions, so other processes interleave freely.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._ready = False
         self._session: sqlite3.Connection | None = None
+        self._transaction: sqlite3.Connection | None = None
 
     # -- connections -----------------------------------------------------------------------------
     @contextmanager
@@ -138,12 +140,34 @@ class Ledger:
             self._session = None
 
     @contextmanager
+    def transaction(self) -> Iterator[Ledger]:
+        """Make the calls inside the block one write transaction: all of them commit, or none.
+
+        Staging records the intents of a group of files at once: one commit instead of one per call.
+        The write lock is held for the whole block, so the block must not wait for anything but the
+        database (no file copies inside it).
+        """
+        if self._transaction is not None:
+            yield self
+            return
+        with self.session(), self._connect(write=True) as conn:
+            self._transaction = conn
+            try:
+                yield self
+            finally:
+                self._transaction = None
+
+    @contextmanager
     def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction; ``write`` takes the write lock up front (BEGIN IMMEDIATE).
 
         Taking it up front means a read-then-write transaction never fails half way with "database is
-        locked": it waits (busy_timeout) before reading instead.
+        locked": it waits (busy_timeout) before reading instead. Inside :meth:`transaction` a call
+        joins the open transaction.
         """
+        if self._transaction is not None:
+            yield self._transaction
+            return
         if not self._ready:
             self._create_schema()
         conn = self._session or self._open()

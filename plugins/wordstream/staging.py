@@ -15,19 +15,25 @@ in landing (thousands are fine) and returns a :class:`StageReport`:
 3. **Deduplicated by sha256**, per engine: content every engine already has (or had, processed) is a
    ``duplicate`` and is only archived. A delivery ``returned`` by a reset is published again to that
    engine only.
-4. **Published atomically**: copied into ``.<name>.tmp`` in the same watch folder, fsync'ed, mtime set
-   to now (the DStream source ignores files older than its remember window), renamed to
-   ``<sha256[:16]>-<safe name>.txt``. Each engine gets its own copy, not a hard link: linked files
-   share one mtime, so touching one engine's file would touch the other's.
+4. **Published atomically**, a group of files at a time (up to ``GROUP_FILES`` files or
+   ``GROUP_BYTES``): copied into ``.<name>.tmp`` in the same watch folder, the copy hashed again and
+   compared with the validated content (a producer who rewrote the file in place is caught even when
+   size and mtime are kept), the group's copies made durable by one ``syncfs`` (an fsync per copy
+   where ``syncfs`` does not exist), mtime set to now (the DStream source ignores files older than its
+   remember window), renamed to ``<sha256[:16]>-<safe name>.txt``, and the watch folders fsync'ed
+   before anything is recorded as published or archived. Each engine gets its own copy, not a hard
+   link: linked files share one mtime, so touching one engine's file would touch the other's.
 5. **Archived**: the original moves to ``data/archive/<YYYY-MM-DD UTC>/<id>-<safe name>``.
 
 Crash safety: runs are serialised by ``data/state/staging.lock`` (also taken by a reset while it empties
-a watch folder). The ledger records each intent before the file operation it announces, and
+a watch folder). The ledger records each intent before the file operation it announces (the intents of
+a group in one transaction, before any of its files is renamed or moved), and
 :func:`recover` starts every run by finishing what a dead run left: hidden temp files are removed, a
 ``publishing`` delivery whose final watch file exists is recorded as published (never copied again),
 one without it is withdrawn, and a ``landed`` row whose original was already moved gets its final
 status. A landing file with an unfinished row is resumed, not taken for a duplicate. Final watch names
-appear only by rename, so no partial file is ever visible under a name Spark reads.
+appear only by rename of a complete, durable temp copy, so no partial file is ever visible under a
+name Spark reads, not even after a power cut.
 
 Names: every name staging writes is built from the content hash and a sanitised copy of the landing
 name (only ``[A-Za-z0-9._-]``, bounded, never hidden), so no landing name can escape ``data_dir`` or
@@ -38,6 +44,7 @@ exists; a missing data directory is an error, because it means a wrong ``WORDSTR
 from __future__ import annotations
 
 import codecs
+import ctypes
 import errno
 import hashlib
 import os
@@ -51,8 +58,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from wordstream import control
-from wordstream.ledger import FileRow, FileStatus, Ledger
-from wordstream.settings import ENGINES, Settings, check_engine
+from wordstream.ledger import Delivery, FileRow, FileStatus, Ledger
+from wordstream.settings import ENGINES, Engine, Settings, check_engine
 
 STAGING_LOCK = "staging"  # control.hold_lock(state, STAGING_LOCK) -> data/state/staging.lock
 CHUNK_BYTES = 1024 * 1024
@@ -62,6 +69,11 @@ DECODE_BYTES = 64 * 1024
 PARTIAL_SUFFIXES = (".tmp", "._COPYING_", ".part")
 SAFE_NAME_MAX = 80
 RECHECK_SECONDS = 0.5
+# Files are published in groups: one ledger transaction per step and one disk flush per group instead
+# of several per file. A group also ends after GROUP_BYTES, so a few huge files are not all copied
+# before the first of them is made durable.
+GROUP_FILES = 100
+GROUP_BYTES = 64 * 1024 * 1024
 PROGRESS_EVERY = 500
 
 Progress = Callable[[str], None]
@@ -317,11 +329,39 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def publish_atomically(source_fd: int, targets: Sequence[Path], sha256: str) -> None:
-    """Copy the open source to every target in one read: hidden temp, fsync, mtime now, rename.
+def flush_filesystem(folder: Path) -> None:
+    """Make every file written so far on ``folder``'s file system durable, in one flush (syncfs).
 
-    The copy is hashed again and must equal ``sha256``, the content that was validated; otherwise
-    nothing is published and :class:`ContentChangedError` is raised.
+    One flush for a whole group of copies instead of one fsync per copy: each fsync waits for the
+    disk on its own. Where ``syncfs`` does not exist, :func:`copy_to_temps` fsyncs each copy instead.
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _LIBC is None or _LIBC.syncfs(fd) != 0:
+            error = 0 if _LIBC is None else ctypes.get_errno()
+            raise OSError(error, f"syncfs failed: {os.strerror(error)}", os.fspath(folder))
+    finally:
+        os.close(fd)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syncfs.argtypes = [ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
+
+
+def copy_to_temps(source_fd: int, targets: Sequence[Path], sha256: str) -> list[Path]:
+    """Copy the open source, in one read, to the hidden temp name of every target; return the temps.
+
+    The copy is hashed again and must equal ``sha256``, the content that was validated; otherwise no
+    temp is left and :class:`ContentChangedError` is raised. The temps are not durable yet (see
+    :func:`flush_filesystem`) unless ``syncfs`` is missing, in which case each is fsync'ed here.
     """
     temps = [target.with_name(temp_name(target.name)) for target in targets]
     outputs: list[int] = []
@@ -338,8 +378,9 @@ def publish_atomically(source_fd: int, targets: Sequence[Path], sha256: str) -> 
                 _write_all(out, chunk)
         if hasher.hexdigest() != sha256:
             raise ContentChangedError("content changed between validation and copy")
-        for out in outputs:
-            os.fsync(out)
+        if _LIBC is None:
+            for out in outputs:
+                os.fsync(out)
     except BaseException:
         for out in outputs:
             os.close(out)
@@ -348,9 +389,14 @@ def publish_atomically(source_fd: int, targets: Sequence[Path], sha256: str) -> 
         raise
     for out in outputs:
         os.close(out)
+    return temps
+
+
+def publish_temps(temps: Sequence[Path], targets: Sequence[Path]) -> None:
+    """Give durable temp copies their final names: mtime now, rename (the directory fsync follows)."""
     for temp, target in zip(temps, targets, strict=True):
         os.utime(temp)  # now: the copy is new to the engines whatever the original's age
-        os.replace(temp, target)  # the directory is fsync'ed once at the end of the run
+        os.replace(temp, target)
 
 
 def unique_path(folder: Path, name: str) -> Path:
@@ -403,6 +449,7 @@ class _Run:
         self.progress = progress
         self.report = StageReport()
         self.touched: set[Path] = set()  # folders with renames, made durable at the end of the run
+        self.withdrawn: set[int] = set()  # rows of this group whose bytes changed before the copy
 
     def relative(self, path: Path) -> str:
         return os.path.relpath(path, self.settings.data_dir)
@@ -455,47 +502,34 @@ class _Run:
     # -- per entry -------------------------------------------------------------------------------
     def quarantine(self, candidate: Candidate, problem: str) -> None:
         """Move the entry itself (never a link target) to quarantine, with a reason file."""
-        size = candidate.size if candidate.kind == "file" else None
-        row = self.ledger.begin(candidate.name, None, size)
-        if row.moved_to:
-            dest = self.absolute(row.moved_to)
-        else:
-            dest = check_inside(
-                unique_path(self.settings.quarantine, f"{row.id}-{safe_name(candidate.name)}"),
-                self.settings.data_dir)
-            self.ledger.plan_move(row.id, self.relative(dest), problem)
-        self.settings.quarantine.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(reason_path(dest), _reason_line(problem, candidate.name))
-        move_entry(candidate.path, dest)
-        self.touched.update((dest.parent, candidate.path.parent))
-        self.ledger.finish(row.id, "quarantined", reason=problem)
-        self.report.quarantined += 1
+        self.stage_group([_Item(candidate, None, problem=problem)])
 
-    def stage_file(self, candidate: Candidate) -> None:
+    def open_and_inspect(self, candidate: Candidate) -> _Item | None:
+        """Open and validate one landing file; None when it is gone or turned out to be changing."""
         try:
             fd = os.open(candidate.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
-            return  # gone since the scan: nothing to do
+            return None  # gone since the scan: nothing to do
         except OSError as error:
             if error.errno == errno.ELOOP:  # replaced by a symlink since the scan
                 self.report.skipped_unstable += 1
-            else:
-                self.quarantine(candidate, f"unreadable: {error.strerror}")
-            return
+                return None
+            return _Item(candidate, None, problem=f"unreadable: {error.strerror}")
+        item = _Item(candidate, fd)
         try:
             if not candidate.same_as(os.fstat(fd)):
-                self.report.skipped_unstable += 1
-                return
-            inspection = self.inspect(candidate, fd)
-            if inspection is None:
-                self.report.skipped_unstable += 1
-            elif inspection.problem is not None:
-                self.quarantine(candidate, inspection.problem)
+                inspection = None
             else:
-                assert inspection.sha256 is not None
-                self.publish(candidate, fd, inspection.sha256)
-        finally:
+                inspection = self.inspect(candidate, fd)
+        except BaseException:
             os.close(fd)
+            raise
+        if inspection is None:
+            os.close(fd)
+            self.report.skipped_unstable += 1
+            return None
+        item.problem, item.sha256 = inspection.problem, inspection.sha256
+        return item
 
     def inspect(self, candidate: Candidate, fd: int) -> Inspection | None:
         """Validate; None when the file turned out to be still changing."""
@@ -512,70 +546,166 @@ class _Run:
             return None  # it grew while being read
         return inspection
 
-    def publish(self, candidate: Candidate, fd: int, sha256: str) -> None:
-        row = self.ledger.begin(candidate.name, sha256, candidate.size)
-        watch_name = watch_name_for(sha256, candidate.name)
-        deliveries = self.ledger.deliveries(sha256)
-        needed = [engine for engine in ENGINES
-                  if engine not in deliveries or deliveries[engine].state == "returned"]
-        to_write: dict[str, Path] = {}
-        for engine in needed:
-            self.ledger.claim(row.id, sha256, engine, watch_name)
-            target = self.settings.watch(engine) / watch_name
+    def stage_group(self, items: list[_Item]) -> None:
+        """Quarantine or publish and archive a group of inspected entries, in five steps.
+
+        1. One ledger transaction records every intent: the file rows, the quarantine destinations
+           and the ``publishing`` deliveries.
+        2. The copies are written under hidden temp names and made durable by one flush.
+        3. The temps are renamed to their final watch names; the watch folders are fsync'ed.
+        4. One transaction records the deliveries ``published`` and where each original goes.
+        5. The originals move to the archive or the quarantine; one transaction finishes the rows.
+
+        A crash between any two steps leaves what :meth:`recover` finishes: unannounced temps, intents
+        without a final file, final files not yet recorded, or moved originals without a status.
+        """
+        try:
+            with self.ledger.transaction():
+                for item in items:
+                    self.plan(item)
+            self.write_copies(items)
+            with self.ledger.transaction():
+                for item in items:
+                    self.record(item)
+            for item in items:
+                self.move_original(item)
+            with self.ledger.transaction():
+                for item in items:
+                    self.finish(item)
+        finally:
+            for item in items:
+                if item.fd is not None:
+                    os.close(item.fd)
+                for temp in item.temps:
+                    temp.unlink(missing_ok=True)  # left only when the group failed half way
+
+    def plan(self, item: _Item) -> None:
+        """Record the intent for one entry: its row, and its quarantine path or its deliveries."""
+        candidate = item.candidate
+        if item.problem is not None:
+            size = candidate.size if candidate.kind == "file" else None
+            item.row = self.ledger.begin(candidate.name, None, size)
+            if item.row.moved_to:
+                item.dest = self.absolute(item.row.moved_to)
+            else:
+                item.dest = check_inside(
+                    unique_path(self.settings.quarantine, f"{item.row.id}-{safe_name(candidate.name)}"),
+                    self.settings.data_dir)
+                self.ledger.plan_move(item.row.id, self.relative(item.dest), item.problem)
+            return
+        assert item.sha256 is not None
+        item.row = self.ledger.begin(candidate.name, item.sha256, candidate.size)
+        item.watch_name = watch_name_for(item.sha256, candidate.name)
+        item.deliveries = self.ledger.deliveries(item.sha256)
+        item.needed = [engine for engine in ENGINES
+                       if engine not in item.deliveries or item.deliveries[engine].state == "returned"]
+        for engine in item.needed:
+            self.ledger.claim(item.row.id, item.sha256, engine, item.watch_name)
+            target = self.settings.watch(engine) / item.watch_name
             if not os.path.lexists(target):  # exists: published by a run that died before recording it
-                to_write[engine] = target
-        if to_write:
-            self.touched.update(target.parent for target in to_write.values())
+                item.to_write[engine] = target
+
+    def write_copies(self, items: list[_Item]) -> None:
+        """Temp copies of every item, one flush per file system, then the renames and folder fsyncs."""
+        written = [item for item in items if item.to_write]
+        for item in written:
+            assert item.fd is not None and item.sha256 is not None
             try:
-                publish_atomically(fd, list(to_write.values()), sha256)
+                item.temps = copy_to_temps(item.fd, list(item.to_write.values()), item.sha256)
             except ContentChangedError:
-                for engine in needed:
-                    if engine in to_write:
-                        self.ledger.drop_claim(sha256, engine)
-                    else:
-                        self.ledger.record_published(sha256, engine)
-                self.ledger.forget(row.id)
-                self.report.skipped_unstable += 1
-                return
-        for engine in needed:
-            self.ledger.record_published(sha256, engine)
+                item.changed = True
+        written = [item for item in written if not item.changed]
+        folders = {target.parent for item in written for target in item.to_write.values()}
+        if not folders:
+            return
+        if _LIBC is not None:
+            devices: set[int] = set()
+            for folder in sorted(folders):
+                if (device := os.stat(folder).st_dev) not in devices:
+                    devices.add(device)
+                    flush_filesystem(folder)
+        for item in written:
+            publish_temps(item.temps, list(item.to_write.values()))
+            item.temps = []
+        for folder in sorted(folders):
+            fsync_dir(folder)  # the final names are durable before anything is recorded or archived
+
+    def record(self, item: _Item) -> None:
+        """Record the deliveries of one item and plan the move of its original."""
+        if item.problem is not None or item.row is None:
+            return
+        assert item.sha256 is not None
+        if item.changed:  # bytes changed after validation: nothing of it was published
+            for engine in item.needed:
+                if engine in item.to_write:
+                    self.ledger.drop_claim(item.sha256, engine)
+                else:
+                    self.ledger.record_published(item.sha256, engine)
+            self.ledger.forget(item.row.id)
+            self.withdrawn.add(item.row.id)
+            self.report.skipped_unstable += 1
+            return
+        for engine in item.needed:
+            self.ledger.record_published(item.sha256, engine)
+        if any(d.state == "publishing" and d.file_id in self.withdrawn for d in item.deliveries.values()):
+            # Same content as a file of this group whose bytes changed: not published after all. The
+            # row stays for the next run, which resumes this file and publishes it.
+            self.ledger.forget(item.row.id)
+            self.report.skipped_unstable += 1
+            item.row = None
+            return
+        for engine in item.needed:
             self.report.published[engine] += 1
-        status = self.outcome(row.id)
-        reason = None
-        if status == "duplicate":
-            owner = self.ledger.file(next(iter(deliveries.values())).file_id)
-            reason = f"same content as file #{owner.id} ({owner.name!r})" if owner else "same content"
-            watch_name = next(iter(deliveries.values())).watch_name
-        self.archive(candidate, row, status, reason, watch_name)
-        if status == "staged":
+        item.status = self.outcome(item.row.id)
+        if item.status == "duplicate":
+            first = next(iter(item.deliveries.values()))
+            owner = self.ledger.file(first.file_id)
+            item.reason = f"same content as file #{owner.id} ({owner.name!r})" if owner else "same content"
+            item.watch_name = first.watch_name
+        if item.row.moved_to:
+            item.dest = self.absolute(item.row.moved_to)
+        else:
+            folder = self.settings.archive / datetime.now(UTC).strftime("%Y-%m-%d")
+            item.dest = check_inside(unique_path(folder, f"{item.row.id}-{safe_name(item.candidate.name)}"),
+                                     self.settings.data_dir)
+            self.ledger.plan_move(item.row.id, self.relative(item.dest))
+
+    def move_original(self, item: _Item) -> None:
+        """Quarantine a reject with its reason file, or archive the original of a published file."""
+        if item.row is None or item.dest is None:
+            return
+        candidate, dest = item.candidate, item.dest
+        if item.problem is not None:
+            self.settings.quarantine.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(reason_path(dest), _reason_line(item.problem, candidate.name))
+        else:
+            try:
+                unchanged = candidate.same_as(os.lstat(candidate.path))
+            except FileNotFoundError:
+                unchanged = False
+            if not unchanged:  # a producer replaced or removed the entry: leave the newcomer alone
+                item.reason = "landing entry replaced before archiving; original not archived"
+                return
+        move_entry(candidate.path, dest)
+        self.touched.update((dest.parent, candidate.path.parent))
+
+    def finish(self, item: _Item) -> None:
+        """The final status of one item's row."""
+        if item.row is None or (item.problem is None and item.status is None):
+            return
+        if item.problem is not None:
+            self.ledger.finish(item.row.id, "quarantined", reason=item.problem)
+            self.report.quarantined += 1
+            return
+        assert item.status is not None
+        self.ledger.finish(item.row.id, item.status, reason=item.reason, watch_name=item.watch_name)
+        if item.status == "staged":
             self.report.staged += 1
         else:
             self.report.duplicates += 1
 
-    def archive(self, candidate: Candidate, row: FileRow, status: FileStatus, reason: str | None,
-                watch_name: str) -> None:
-        """Move the original to the archive and write its final status."""
-        if row.moved_to:
-            dest = self.absolute(row.moved_to)
-        else:
-            folder = self.settings.archive / datetime.now(UTC).strftime("%Y-%m-%d")
-            dest = check_inside(unique_path(folder, f"{row.id}-{safe_name(candidate.name)}"),
-                                self.settings.data_dir)
-            self.ledger.plan_move(row.id, self.relative(dest))
-        try:
-            unchanged = candidate.same_as(os.lstat(candidate.path))
-        except FileNotFoundError:
-            unchanged = False
-        if not unchanged:  # a producer replaced or removed the entry: leave the newcomer alone
-            self.ledger.finish(row.id, status, reason="landing entry replaced before archiving; "
-                               "original not archived", watch_name=watch_name)
-            return
-        move_entry(candidate.path, dest)
-        self.touched.update((dest.parent, candidate.path.parent))
-        self.ledger.finish(row.id, status, reason=reason, watch_name=watch_name)
-
     def stage_all(self, recheck_seconds: float, progress_every: int) -> StageReport:
-        """Recover, scan, re-check, then quarantine or stage every entry."""
+        """Recover, scan, re-check, then quarantine or stage every entry, a group at a time."""
         self.recover()
         scan = scan_landing(self.settings.landing, time.time(), self.settings.stable_seconds)
         if scan.directories:
@@ -592,12 +722,52 @@ class _Run:
         for candidate in scan.odd:
             self.quarantine(candidate, f"not a regular file: {candidate.kind} (not followed)")
         total = len(ready)
-        for index, candidate in enumerate(ready, start=1):
-            self.stage_file(candidate)
-            if index % progress_every == 0 and index < total:
-                self.progress(f"staging: {index}/{total} files ({report.staged} staged, "
+        done = 0
+        while done < total:
+            # A group ends at a progress mark, so the progress lines name the same counts as ever.
+            end = min(total, done + GROUP_FILES, (done // progress_every + 1) * progress_every)
+            items: list[_Item] = []
+            group_bytes = 0
+            try:
+                for candidate in ready[done:end]:
+                    done += 1
+                    if (item := self.open_and_inspect(candidate)) is not None:
+                        items.append(item)
+                        group_bytes += candidate.size
+                    if group_bytes >= GROUP_BYTES:
+                        break
+            except BaseException:
+                for item in items:
+                    if item.fd is not None:
+                        os.close(item.fd)
+                raise
+            self.withdrawn.clear()
+            if items:
+                self.stage_group(items)
+            if done % progress_every == 0 and done < total:
+                self.progress(f"staging: {done}/{total} files ({report.staged} staged, "
                               f"{report.duplicates} duplicates, {report.quarantined} quarantined)")
         return report
+
+
+@dataclass
+class _Item:
+    """One landing entry on its way through a group (see :meth:`_Run.stage_group`)."""
+
+    candidate: Candidate
+    fd: int | None  # open landing file; None for entries that are never read
+    problem: str | None = None  # the quarantine reason of a reject
+    sha256: str | None = None
+    row: FileRow | None = None
+    dest: Path | None = None  # where the original goes: quarantine or archive
+    watch_name: str = ""
+    deliveries: dict[str, Delivery] = field(default_factory=dict)  # as found before this file's claims
+    needed: list[Engine] = field(default_factory=list)  # engines this file publishes to
+    to_write: dict[Engine, Path] = field(default_factory=dict)  # engine -> final watch path to copy to
+    temps: list[Path] = field(default_factory=list)
+    changed: bool = False  # bytes changed between validation and copy
+    status: FileStatus | None = None
+    reason: str | None = None
 
 
 def _is_component(name: str) -> bool:

@@ -4,8 +4,9 @@ tests/unit/test_staging.py kills staging (``os._exit``) at twenty points and che
 completes exactly once. Here the process SIGKILLs itself at the two points that matter most, and the
 drill looks at what it left behind before any recovery:
 
-* between copy and rename: the copy exists only under its hidden temp name (no Spark source lists
-  it), complete and on disk; the ledger holds the intent (``publishing``);
+* between copy and rename (before and after the flush that makes the copies durable): the copy exists
+  only under its hidden temp name (no Spark source lists it), complete; the ledger holds the intent
+  (``publishing``);
 * between rename and ledger update: the final file is visible, whole, in every engine's folder; the
   ledger still says ``publishing``, and the next run records it without copying it again.
 """
@@ -40,7 +41,9 @@ data_dir, point = Path(sys.argv[1]), sys.argv[2]
 def killed(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
-if point == "before-rename":  # publish_atomically has copied and fsync'ed every temp file
+if point == "before-flush":  # every temp file is written, not yet made durable
+    staging.flush_filesystem = killed
+elif point == "before-rename":  # every temp file is written and made durable
     staging.os.replace = killed
 else:  # "before-ledger": the renames are done, record_published is next
     Ledger.record_published = killed
@@ -81,8 +84,9 @@ def final_name() -> str:
     return staging.watch_name_for(hashlib.sha256(CONTENT).hexdigest(), "report.txt")
 
 
-def test_killed_between_copy_and_rename(settings: Settings) -> None:
-    kill_staging_at(settings, "before-rename")
+@pytest.mark.parametrize("point", ["before-flush", "before-rename"])
+def test_killed_between_copy_and_rename(settings: Settings, point: str) -> None:
+    kill_staging_at(settings, point)
     for engine in ENGINES:
         assert entries(settings.watch(engine)) == {staging.temp_name(final_name()): CONTENT}
     assert delivery_states(settings) == dict.fromkeys(ENGINES, "publishing")

@@ -167,3 +167,16 @@ def test_cli_ledger_shows_summary_entries_and_reasons(tmp_path: Path, monkeypatc
     assert [entry["name"] for entry in payload["entries"]] == ["new\nline.txt"]
     assert payload["summary"]["deliveries"]["dstream"]["published"] == 1
     assert cli.main(["ledger", "--status", "bogus"]) == 2
+
+
+def test_a_transaction_commits_every_call_in_it_or_none(ledger: Ledger) -> None:
+    with ledger.transaction():
+        row = ledger.begin("a.txt", SHA, 10)
+        ledger.claim(row.id, SHA, "dstream", "x.txt")
+        assert ledger.deliveries(SHA)["dstream"].state == "publishing"  # reads see the open transaction
+    with pytest.raises(RuntimeError), ledger.transaction():
+        ledger.record_published(SHA, "dstream")
+        ledger.finish(row.id, "staged")
+        raise RuntimeError("died half way")
+    assert ledger.deliveries(SHA)["dstream"].state == "publishing"
+    assert ledger.unfinished_files() == [ledger.file(row.id)]

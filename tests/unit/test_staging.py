@@ -371,6 +371,7 @@ from wordstream.ledger import Ledger
 from wordstream.settings import Settings
 
 data_dir, point, allowed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+staging.GROUP_FILES = int(sys.argv[4])
 calls = 0
 
 def dies_after(original):
@@ -384,7 +385,8 @@ def dies_after(original):
 
 owner, attr = {
     "os.replace": (os, "replace"), "os.rename": (os, "rename"), "os.fsync": (os, "fsync"),
-    "os.write": (os, "write"), "claim": (Ledger, "claim"), "record_published": (Ledger, "record_published"),
+    "os.write": (os, "write"), "flush_filesystem": (staging, "flush_filesystem"),
+    "claim": (Ledger, "claim"), "record_published": (Ledger, "record_published"),
     "plan_move": (Ledger, "plan_move"), "finish": (Ledger, "finish"),
 }[point]
 setattr(owner, attr, dies_after(getattr(owner, attr)))
@@ -396,9 +398,10 @@ VALID["copy of file 2.txt"] = VALID["file 2.txt"]
 INVALID = {"latin.txt": b"caf\xe9\n", "empty.txt": b""}
 
 
-def crash_run(settings: Settings, point: str, allowed: int) -> int:
-    result = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(settings.data_dir), point, str(allowed)],
-                            capture_output=True, text=True, timeout=120)
+def crash_run(settings: Settings, point: str, allowed: int, group: int = 3) -> int:
+    """Stage in a process that dies at the ``allowed + 1``-th call of ``point``; groups of ``group`` files."""
+    result = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(settings.data_dir), point, str(allowed),
+                             str(group)], capture_output=True, text=True, timeout=120)
     assert result.returncode in (0, 17), result.stderr
     return result.returncode
 
@@ -445,18 +448,26 @@ def assert_staged_exactly_once(settings: Settings) -> None:
 
 @pytest.mark.drill
 @pytest.mark.parametrize(
-    ("point", "allowed"),
-    [("os.write", 3), ("os.fsync", 0), ("os.fsync", 5), ("os.replace", 0), ("os.replace", 1),
-     ("os.replace", 2), ("os.replace", 3), ("os.replace", 6), ("os.rename", 0), ("os.rename", 1),
-     ("os.rename", 2), ("claim", 3), ("record_published", 0), ("record_published", 5),
-     ("plan_move", 0), ("plan_move", 2), ("plan_move", 4), ("finish", 0), ("finish", 1), ("finish", 6)],
+    ("point", "allowed", "group"),
+    # Groups of 3 files: the nine landing files make three groups (and the symlink one of its own),
+    # so the crash points fall in every step of a group and between groups; 100: one group for all.
+    [("os.write", 3, 3), ("flush_filesystem", 0, 3), ("flush_filesystem", 1, 3), ("flush_filesystem", 0, 100),
+     ("os.fsync", 0, 3), ("os.fsync", 1, 3), ("os.fsync", 3, 3), ("os.fsync", 5, 3), ("os.fsync", 1, 100),
+     ("os.replace", 0, 3), ("os.replace", 1, 3), ("os.replace", 2, 3), ("os.replace", 3, 3),
+     ("os.replace", 6, 3), ("os.replace", 6, 100), ("os.rename", 0, 3), ("os.rename", 1, 3),
+     ("os.rename", 2, 3), ("claim", 3, 3), ("claim", 3, 100), ("record_published", 0, 3),
+     ("record_published", 5, 3), ("plan_move", 0, 3), ("plan_move", 2, 3), ("plan_move", 4, 3),
+     ("plan_move", 4, 100), ("finish", 0, 3), ("finish", 1, 3), ("finish", 6, 3), ("finish", 6, 100)],
 )
-def test_a_crash_anywhere_is_completed_by_the_next_run(settings: Settings, point: str, allowed: int) -> None:
+def test_a_crash_anywhere_is_completed_by_the_next_run(settings: Settings, point: str, allowed: int,
+                                                        group: int) -> None:
     land_crash_set(settings)
-    assert crash_run(settings, point, allowed) == 17  # it really died half way
+    assert crash_run(settings, point, allowed, group) == 17  # it really died half way
     assert_no_partial_file_is_visible(settings)
-    report = run(settings)
-    assert report.handled > 0
+    lines: list[str] = []
+    report = run(settings, lines)
+    # The next run takes what is left in landing, or (a crash in the last step) only recovers.
+    assert report.handled > 0 or lines[0].startswith("recovered an unfinished run")
     assert_staged_exactly_once(settings)
 
 
@@ -529,3 +540,55 @@ def test_bytes_changed_between_validation_and_copy_are_not_published(
     monkeypatch.setattr(staging, "inspect_content", validate)
     assert run(settings).staged == 1
     assert list(visible(settings.watch("dstream")).values()) == [b"VERSION TWO\n"]
+
+
+def test_a_duplicate_of_a_file_that_changed_before_its_copy_waits_for_the_next_run(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two names, one content, one group: the first is edited in place after validation, so the
+    second, deemed its duplicate, would be archived with its content published nowhere."""
+    first = land(settings, "first.txt", b"same words\n", age=120)
+    land(settings, "second.txt", b"same words\n", age=60)
+    st = first.stat()
+    validate = staging.inspect_content
+
+    def validate_then_producer_edits_first(fd: int, max_bytes: int, **limits: int) -> staging.Inspection:
+        result = validate(fd, max_bytes, **limits)
+        if os.fstat(fd).st_ino == st.st_ino:
+            with first.open("r+b") as handle:
+                handle.write(b"SAME")
+            os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return result
+
+    monkeypatch.setattr(staging, "inspect_content", validate_then_producer_edits_first)
+    report = run(settings)
+    assert report.skipped_unstable == 2 and report.handled == 0
+    assert all(list(settings.watch(engine).iterdir()) == [] for engine in ENGINES)
+    assert Ledger(settings.ledger).entries(5) == []
+    monkeypatch.setattr(staging, "inspect_content", validate)
+    report = run(settings)
+    assert (report.staged, report.duplicates) == (2, 0)
+    for engine in ENGINES:
+        assert sorted(visible(settings.watch(engine)).values()) == [b"SAME words\n", b"same words\n"]
+    assert list(settings.landing.iterdir()) == []
+
+
+def test_many_files_are_published_in_groups_with_one_flush_each(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    flushed: list[Path] = []
+    flush = staging.flush_filesystem
+
+    def counted(folder: Path) -> None:
+        flushed.append(folder)
+        flush(folder)
+
+    monkeypatch.setattr(staging, "flush_filesystem", counted)
+    monkeypatch.setattr(staging, "GROUP_FILES", 4)
+    for i in range(10):
+        land(settings, f"f{i}.txt", f"file {i}\n".encode(), age=60 - i)
+    report = run(settings)
+    assert report.staged == 10 and report.published == dict.fromkeys(ENGINES, 10)
+    assert len(flushed) == 3  # groups of 4, 4 and 2 files; both watch folders share one file system
+    for engine in ENGINES:
+        assert sorted(visible(settings.watch(engine)).values()) == sorted(f"file {i}\n".encode()
+                                                                          for i in range(10))
+        assert hidden(settings.watch(engine)) == []
