@@ -35,10 +35,10 @@ from wordstream import control, results
 from wordstream.airflow_api import AirflowClient
 from wordstream.cluster import free_ports
 from wordstream.control import wait_for
-from wordstream.settings import Settings
+from wordstream.settings import Engine, Settings
 from wordstream.stack import Stack
 
-ENGINE = "structured"
+ENGINE: Engine = "structured"
 DAG_ID = "stream_structured"
 STAGING_DAG = "stage_incoming_files"
 STREAM_CONF = {"keys": "words", "batch_seconds": 1, "timeout_seconds": 0}
