@@ -13,12 +13,17 @@ Moves files that producers drop into `data/landing/` into the folders the stream
    ever staged twice.
 
 **Why a poking sensor on a continuous schedule.** `@continuous` starts the next run as soon as one
-ends, and the sensor pokes every second in `poke` mode. A deferrable sensor frees its worker slot
-while waiting, but each hand-over between triggerer and worker adds seconds before staging starts;
-a rescheduled sensor pays the scheduler's loop on every poke. The stream's latency budget (file
-dropped → counted within a few seconds) is dominated by that wait, so this DAG keeps one light
-process poking and nothing else. A sensor that sees nothing for an hour skips, and the next run
-starts at once.
+ends, and the sensor pokes every half second in `poke` mode; a file that is still too fresh is
+awaited inside the poke, so the sensor fires the moment the file has been quiet for
+`WORDSTREAM_STABLE_SECONDS`. A deferrable sensor frees its worker slot while waiting, but each
+hand-over between triggerer and worker adds seconds before staging starts; a rescheduled sensor pays
+the scheduler's loop on every poke. The stream's latency budget (file dropped → counted within a few
+seconds) is dominated by that wait, so this DAG keeps one light process poking and nothing else. A
+sensor that sees nothing for an hour skips, and the next run starts at once.
+
+**What the sensor hands over.** Its XCom names the stable files it saw (name, size, mtime, inode)
+and when. `stage_files` takes those still unchanged without the half-second re-check pause: the
+hand-over between the two tasks was the re-check. Files the sensor did not see get the pause.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from wordstream.settings import Settings
 # A stable name, whatever the data directory: consumers schedule on it.
 WATCH_ASSET = Asset(name="wordstream_watch")
 log = logging.getLogger(__name__)
+POKE_SECONDS = 0.5
 
 
 @dag(
@@ -48,27 +54,24 @@ log = logging.getLogger(__name__)
     default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(seconds=5)},
 )
 def stage_incoming_files() -> None:
-    @task.sensor(poke_interval=1, mode="poke", timeout=3600, soft_fail=True)
+    @task.sensor(poke_interval=POKE_SECONDS, mode="poke", timeout=3600, soft_fail=True)
     def wait_for_landing_files() -> PokeReturnValue:
-        import time
-
         from wordstream import staging
 
-        settings = Settings.from_env()
-        scan = staging.scan_landing(settings.landing, time.time(), settings.stable_seconds)
-        waiting = len(scan.ready) + len(scan.odd)
-        return PokeReturnValue(is_done=waiting > 0, xcom_value=waiting)
+        observed = staging.observe_landing(Settings.from_env(), wait_seconds=POKE_SECONDS)
+        return PokeReturnValue(is_done=observed is not None,
+                               xcom_value=observed.to_xcom() if observed else None)
 
     @task(outlets=[WATCH_ASSET])
-    def stage_files() -> dict[str, Any]:
+    def stage_files(observed: dict[str, Any] | None) -> dict[str, Any]:
         from dataclasses import asdict
 
         from wordstream import staging
 
-        report = staging.stage(Settings.from_env(), progress=log.info)
+        report = staging.stage(Settings.from_env(), progress=log.info,
+                               observed=staging.LandingObservation.from_xcom(observed))
         return asdict(report)
 
-    wait_for_landing_files() >> stage_files()
-
+    stage_files(wait_for_landing_files())  # type: ignore[arg-type]  # an XComArg, resolved at run time
 
 stage_incoming_files()

@@ -5,9 +5,11 @@ in landing (thousands are fine) and returns a :class:`StageReport`:
 
 1. **Stable only.** A regular file is taken when its name is not hidden/temporary/partial (``.x``,
    ``_x``, ``*.tmp``, ``*._COPYING_``, ``*.part``), its mtime is at least ``stable_seconds`` old and
-   its size and mtime do not change across a short re-check. Symlinks, FIFOs, sockets and devices are
-   never followed or opened: the entry itself is moved to quarantine. Directories are left alone
-   (staging does not recurse) and named once per run in the progress output.
+   its size and mtime do not change across a short re-check: a pause of ``RECHECK_SECONDS``, or the
+   hand-over from the sensor task that saw the file (see :class:`LandingObservation`). Symlinks,
+   FIFOs, sockets and devices are never followed or opened: the entry itself is moved to quarantine.
+   Directories are left alone (staging does not recurse) and named once per run in the progress
+   output.
 2. **Validated while hashed**, in one streaming read of 1 MiB chunks: readable, non-empty, at most
    ``max_file_bytes``, UTF-8 (incremental decoder, so a character split across chunks is fine), no NUL
    byte, no line longer than ``max_line_bytes`` (an engine that gets one runs out of memory on every
@@ -56,6 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from wordstream import control
 from wordstream.ledger import Delivery, FileRow, FileStatus, Ledger
@@ -163,6 +166,11 @@ class Candidate:
     def from_stat(cls, path: Path, st: os.stat_result) -> Candidate:
         return cls(path.name, path, _kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
 
+    @property
+    def key(self) -> tuple[str, int, int, int, int]:
+        """What a :class:`LandingObservation` records of a file."""
+        return (self.name, self.size, self.mtime_ns, self.dev, self.ino)
+
     def same_as(self, st: os.stat_result) -> bool:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
             self.dev, self.ino, self.size, self.mtime_ns)
@@ -174,6 +182,7 @@ class LandingScan:
     odd: list[Candidate] = field(default_factory=list)  # symlinks and other non-regular entries
     directories: list[str] = field(default_factory=list)
     fresh: int = 0  # regular files modified too recently
+    next_ready_ns: int | None = None  # when the first of the fresh files will be old enough
     ignored: int = 0  # hidden/temp/partial names
 
 
@@ -216,6 +225,8 @@ def scan_landing(landing: Path, now: float, stable_seconds: float) -> LandingSca
                 scan.odd.append(Candidate.from_stat(Path(entry.path), st))
             elif st.st_mtime_ns > cutoff_ns:
                 scan.fresh += 1
+                ready_ns = st.st_mtime_ns + int(stable_seconds * 1e9)
+                scan.next_ready_ns = min(ready_ns, scan.next_ready_ns or ready_ns)
             else:
                 scan.ready.append(Candidate.from_stat(Path(entry.path), st))
     scan.ready.sort(key=lambda c: (c.mtime_ns, c.name))
@@ -239,6 +250,65 @@ def still_unchanged(candidates: Sequence[Candidate]) -> tuple[list[Candidate], i
         if candidate.same_as(st):
             stable.append(candidate)
     return stable, len(candidates) - len(stable)
+
+
+# -- the sensor's observation ---------------------------------------------------------------------
+OBSERVED_MAX = 1_000  # files named in one observation (an XCom); more are re-checked by the pause
+
+
+@dataclass(frozen=True)
+class LandingObservation:
+    """What the sensor saw: the ready landing files (lstat) and when it looked.
+
+    The sensor hands it to the staging task. A file that staging's own scan finds unchanged (same
+    inode, size and mtime) was unchanged for the whole hand-over between the two tasks, which is the
+    re-check the pause would make: staging takes it without pausing when the observation is at least
+    ``RECHECK_SECONDS`` old. So the guarantee stays what it was: a taken file had no write for
+    ``stable_seconds`` and then no change across at least ``RECHECK_SECONDS``. Files the sensor did
+    not see, or saw differently, get the pause and the re-check as before. Both tasks run on the same
+    machine (one clock, one file system); an observation from elsewhere simply matches nothing.
+    """
+
+    seen_at: float
+    files: tuple[tuple[str, int, int, int, int], ...]  # (name, size, mtime_ns, dev, ino)
+    waiting: int  # ready files and odd entries in landing when the sensor looked
+
+    @classmethod
+    def of(cls, scan: LandingScan, seen_at: float) -> LandingObservation:
+        files = tuple(c.key for c in scan.ready[:OBSERVED_MAX])
+        return cls(seen_at, files, len(scan.ready) + len(scan.odd))
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {"seen_at": self.seen_at, "files": [list(f) for f in self.files], "waiting": self.waiting}
+
+    @classmethod
+    def from_xcom(cls, value: Any) -> LandingObservation | None:
+        """The observation pushed by the sensor; None for anything else (e.g. an older sensor's count)."""
+        try:
+            files = tuple((str(n), int(s), int(m), int(d), int(i)) for n, s, m, d, i in value["files"])
+            return cls(float(value["seen_at"]), files, int(value["waiting"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def observe_landing(settings: Settings, wait_seconds: float = 0.0) -> LandingObservation | None:
+    """The sensor's poke: an observation when a stable file (or an odd entry) is waiting, else None.
+
+    When nothing is ready yet but a fresh file will be old enough within ``wait_seconds``, it waits
+    for that moment and looks again, so a file is noticed when it becomes stable, not up to a poke
+    interval later. Only reads; a missing landing folder is nothing waiting.
+    """
+    now = time.time()
+    scan = scan_landing(settings.landing, now, settings.stable_seconds)
+    if not scan.ready and not scan.odd and scan.next_ready_ns is not None:
+        delay = scan.next_ready_ns / 1e9 - now
+        if 0 <= delay <= wait_seconds:
+            time.sleep(delay + 0.001)
+            now = time.time()
+            scan = scan_landing(settings.landing, now, settings.stable_seconds)
+    if not scan.ready and not scan.odd:
+        return None
+    return LandingObservation.of(scan, now)
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -704,7 +774,8 @@ class _Run:
         else:
             self.report.duplicates += 1
 
-    def stage_all(self, recheck_seconds: float, progress_every: int) -> StageReport:
+    def stage_all(self, recheck_seconds: float, progress_every: int,
+                  observed: LandingObservation | None = None) -> StageReport:
         """Recover, scan, re-check, then quarantine or stage every entry, a group at a time."""
         self.recover()
         scan = scan_landing(self.settings.landing, time.time(), self.settings.stable_seconds)
@@ -713,9 +784,16 @@ class _Run:
                           f"recurse): {', '.join(repr(name) for name in scan.directories)}")
         ready = scan.ready
         changed = 0
-        if ready and recheck_seconds > 0:
+        confirmed: set[str] = set()
+        if observed is not None and time.time() - observed.seen_at >= recheck_seconds:
+            seen = set(observed.files)  # files the sensor saw, unchanged since, need no second look
+            confirmed = {c.name for c in ready if c.key in seen}
+        unconfirmed = [c for c in ready if c.name not in confirmed]
+        if unconfirmed and recheck_seconds > 0:
             _pause(recheck_seconds)
-            ready, changed = still_unchanged(ready)
+            still, changed = still_unchanged(unconfirmed)
+            kept = confirmed | {c.name for c in still}
+            ready = [c for c in ready if c.name in kept]
         report = self.report
         report.skipped_unstable = scan.fresh + changed
         report.ignored = scan.ignored
@@ -786,8 +864,12 @@ def _check_layout(settings: Settings) -> None:
 
 
 def stage(settings: Settings, progress: Progress = print, *, recheck_seconds: float = RECHECK_SECONDS,
-          progress_every: int = PROGRESS_EVERY, lock_wait: float = 30.0) -> StageReport:
+          progress_every: int = PROGRESS_EVERY, lock_wait: float = 30.0,
+          observed: LandingObservation | None = None) -> StageReport:
     """Stage every stable landing file (see the module docstring); safe to re-run at any time.
+
+    ``observed`` is the sensor's :class:`LandingObservation`: the files in it that are unchanged are
+    taken without the re-check pause.
 
     Raises :class:`StagingError` when the data directory is missing and
     :class:`~wordstream.control.EngineBusyError` when another staging run (or a reset) holds the
@@ -798,7 +880,7 @@ def stage(settings: Settings, progress: Progress = print, *, recheck_seconds: fl
     with control.hold_lock(settings.state, STAGING_LOCK, wait_seconds=lock_wait):
         run = _Run(settings, progress)
         with run.ledger.session():
-            report = run.stage_all(recheck_seconds, progress_every)
+            report = run.stage_all(recheck_seconds, progress_every, observed)
         for folder in sorted(run.touched):
             fsync_dir(folder)
         report.seconds = time.monotonic() - started

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -592,3 +594,79 @@ def test_many_files_are_published_in_groups_with_one_flush_each(
         assert sorted(visible(settings.watch(engine)).values()) == sorted(f"file {i}\n".encode()
                                                                           for i in range(10))
         assert hidden(settings.watch(engine)) == []
+
+
+# -- the sensor's observation ------------------------------------------------------------------------
+def observed_earlier(settings: Settings, seconds_ago: float) -> staging.LandingObservation:
+    """What the sensor saw, as if it had looked ``seconds_ago`` (the hand-over to the staging task)."""
+    observed = staging.observe_landing(settings)
+    assert observed is not None
+    return dataclasses.replace(observed, seen_at=observed.seen_at - seconds_ago)
+
+
+def test_files_the_sensor_saw_unchanged_are_staged_without_the_pause(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    land(settings, "a.txt", b"seen by the sensor\n")
+    land(settings, "b.txt", b"also seen\n")
+    observed = observed_earlier(settings, staging.RECHECK_SECONDS)
+    pauses: list[float] = []
+    monkeypatch.setattr(staging, "_pause", pauses.append)
+    report = stage(settings, progress=lambda _line: None, observed=observed)
+    assert report.staged == 2 and pauses == []
+    assert sorted(visible(settings.watch("structured")).values()) == [b"also seen\n", b"seen by the sensor\n"]
+
+
+def test_files_the_sensor_did_not_see_or_saw_differently_get_the_pause(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = land(settings, "seen.txt", b"first\n")
+    mtime = seen.stat().st_mtime
+    observed = observed_earlier(settings, staging.RECHECK_SECONDS)
+    with seen.open("ab") as handle:  # changed after the sensor looked, mtime kept (cp -p, rsync -t)
+        handle.write(b"second\n")
+    os.utime(seen, (mtime, mtime))
+    land(settings, "later.txt", b"landed after the sensor looked\n")
+    pauses: list[float] = []
+
+    def producer_appends_again(seconds: float) -> None:
+        pauses.append(seconds)
+        with seen.open("ab") as handle:
+            handle.write(b"third\n")
+        os.utime(seen, (mtime, mtime))
+
+    monkeypatch.setattr(staging, "_pause", producer_appends_again)
+    report = stage(settings, progress=lambda _line: None, observed=observed)
+    assert pauses == [staging.RECHECK_SECONDS]
+    assert report.staged == 1 and report.skipped_unstable == 1
+    assert list(visible(settings.watch("dstream")).values()) == [b"landed after the sensor looked\n"]
+    assert seen.read_bytes() == b"first\nsecond\nthird\n"  # still in landing, for a later run
+
+
+def test_an_observation_younger_than_the_recheck_does_not_replace_it(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    land(settings, "a.txt", b"just seen\n")
+    observed = observed_earlier(settings, 0.0)
+    pauses: list[float] = []
+    monkeypatch.setattr(staging, "_pause", pauses.append)
+    assert stage(settings, progress=lambda _line: None, observed=observed).staged == 1
+    assert pauses == [staging.RECHECK_SECONDS]
+
+
+def test_the_sensor_waits_inside_its_poke_for_a_file_about_to_be_stable(settings: Settings) -> None:
+    assert staging.observe_landing(settings) is None  # empty landing
+    path = land(settings, "fresh.txt", b"almost stable\n", age=settings.stable_seconds - 0.3)
+    assert staging.observe_landing(settings, wait_seconds=0.0) is None
+    observed = staging.observe_landing(settings, wait_seconds=0.5)
+    assert observed is not None and observed.waiting == 1
+    st = path.stat()
+    assert observed.files == (("fresh.txt", st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino),)
+    assert observed.seen_at >= st.st_mtime + settings.stable_seconds
+
+
+def test_an_observation_survives_the_xcom_round_trip_and_anything_else_is_ignored(settings: Settings) -> None:
+    land(settings, "a.txt", b"a\n")
+    (settings.landing / "link.txt").symlink_to(settings.landing / "a.txt")
+    observed = staging.observe_landing(settings)
+    assert observed is not None and observed.waiting == 2 and len(observed.files) == 1
+    assert staging.LandingObservation.from_xcom(json.loads(json.dumps(observed.to_xcom()))) == observed
+    for junk in (None, 3, {"files": []}, {"seen_at": "x", "files": [], "waiting": 1}):
+        assert staging.LandingObservation.from_xcom(junk) is None
