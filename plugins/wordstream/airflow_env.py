@@ -45,6 +45,9 @@ RESPONSIVE_TIMINGS = {
     "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",  # four small files; spare the CPU
     "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
     "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+    # An idle scheduler loop sleeps this long (default 1 s). Staging is two tasks, and a finished sensor
+    # waits for the next loop before stage_files is queued: this sleep is part of every file's latency.
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
     # After Airflow itself died and came back, the tasks of the dead scheduler (a stream, the staging
     # sensor) look "running" until this check re-runs them (default 300 s): re-run within a minute.
     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
