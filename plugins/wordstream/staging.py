@@ -262,11 +262,13 @@ class LandingObservation:
 
     The sensor hands it to the staging task. A file that staging's own scan finds unchanged (same
     inode, size and mtime) was unchanged for the whole hand-over between the two tasks, which is the
-    re-check the pause would make: staging takes it without pausing when the observation is at least
-    ``RECHECK_SECONDS`` old. So the guarantee stays what it was: a taken file had no write for
-    ``stable_seconds`` and then no change across at least ``RECHECK_SECONDS``. Files the sensor did
-    not see, or saw differently, get the pause and the re-check as before. Both tasks run on the same
-    machine (one clock, one file system); an observation from elsewhere simply matches nothing.
+    re-check the pause would make: when every ready file is such a file, staging waits only for what
+    is left of ``RECHECK_SECONDS`` since the sensor looked (nothing once the hand-over took that
+    long), then re-checks. So the guarantee stays what it was: a taken file had no write for
+    ``stable_seconds`` and then no change across at least ``RECHECK_SECONDS``. When a ready file was
+    not seen by the sensor, or seen differently, the whole pause is made, as without an observation.
+    Both tasks run on the same machine (one clock, one file system); an observation from elsewhere
+    simply matches nothing.
     """
 
     seen_at: float
@@ -784,16 +786,16 @@ class _Run:
                           f"recurse): {', '.join(repr(name) for name in scan.directories)}")
         ready = scan.ready
         changed = 0
-        confirmed: set[str] = set()
-        if observed is not None and time.time() - observed.seen_at >= recheck_seconds:
-            seen = set(observed.files)  # files the sensor saw, unchanged since, need no second look
-            confirmed = {c.name for c in ready if c.key in seen}
-        unconfirmed = [c for c in ready if c.name not in confirmed]
-        if unconfirmed and recheck_seconds > 0:
-            _pause(recheck_seconds)
-            still, changed = still_unchanged(unconfirmed)
-            kept = confirmed | {c.name for c in still}
-            ready = [c for c in ready if c.name in kept]
+        pause = recheck_seconds if ready else 0.0
+        if observed is not None and ready:
+            # Files the sensor saw and this scan finds unchanged were unchanged since the sensor looked:
+            # only what is missing of the re-check is left to wait (nothing after a long hand-over).
+            seen = set(observed.files)
+            if all(c.key in seen for c in ready):
+                pause = min(recheck_seconds, observed.seen_at + recheck_seconds - time.time())
+        if pause > 0:
+            _pause(pause)
+            ready, changed = still_unchanged(ready)
         report = self.report
         report.skipped_unstable = scan.fresh + changed
         report.ignored = scan.ignored

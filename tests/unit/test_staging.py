@@ -641,14 +641,25 @@ def test_files_the_sensor_did_not_see_or_saw_differently_get_the_pause(
     assert seen.read_bytes() == b"first\nsecond\nthird\n"  # still in landing, for a later run
 
 
-def test_an_observation_younger_than_the_recheck_does_not_replace_it(
+def test_after_a_short_hand_over_only_the_rest_of_the_recheck_is_waited(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    land(settings, "a.txt", b"just seen\n")
-    observed = observed_earlier(settings, 0.0)
+    path = land(settings, "a.txt", b"just seen\n")
+    mtime = path.stat().st_mtime
+    observed = observed_earlier(settings, 0.2)
     pauses: list[float] = []
+
+    def producer_appends(seconds: float) -> None:  # during what is left of the re-check
+        pauses.append(seconds)
+        with path.open("ab") as handle:
+            handle.write(b"more\n")
+        os.utime(path, (mtime, mtime))
+
+    monkeypatch.setattr(staging, "_pause", producer_appends)
+    report = stage(settings, progress=lambda _line: None, observed=observed)
+    assert len(pauses) == 1 and 0.2 < pauses[0] <= staging.RECHECK_SECONDS - 0.2
+    assert report.skipped_unstable == 1 and report.handled == 0  # the re-check still caught the change
     monkeypatch.setattr(staging, "_pause", pauses.append)
-    assert stage(settings, progress=lambda _line: None, observed=observed).staged == 1
-    assert pauses == [staging.RECHECK_SECONDS]
+    assert stage(settings, progress=lambda _line: None, observed=observed_earlier(settings, 0.2)).staged == 1
 
 
 def test_the_sensor_waits_inside_its_poke_for_a_file_about_to_be_stable(settings: Settings) -> None:
