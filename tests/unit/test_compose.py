@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from wordstream.airflow_env import RESPONSIVE_TIMINGS
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -164,6 +166,9 @@ def test_airflow_configuration(services: dict[str, dict[str, Any]]) -> None:
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false", name
         assert "spark://spark-master:7077" in env["AIRFLOW_CONN_SPARK_DEFAULT"], name
         assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager"), name
+        for key in ("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME",
+                    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL"):  # as `make run` sets them
+            assert env[key] == RESPONSIVE_TIMINGS[key], (name, key)
     assert services["airflow-apiserver"]["command"] == "api-server"
     assert services["airflow-scheduler"]["command"] == "scheduler"
     assert "airflow db migrate" in " ".join(services["airflow-init"]["command"])
