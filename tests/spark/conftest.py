@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -13,6 +14,9 @@ from wordstream.spark_env import spark_env
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     os.environ.update(spark_env())
+    # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after pytest
+    # closed its log streams: a "--- Logging error ---" traceback after every run.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     from pyspark.sql import SparkSession
 
     session = (
