@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,25 @@ def visible(folder: Path) -> dict[str, bytes]:
 
 def hidden(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith((".", "_"))]
+
+
+def edit_in_place_after_validation(monkeypatch: pytest.MonkeyPatch, path: Path,
+                                   head: bytes) -> Callable[..., staging.Inspection]:
+    """Make a producer overwrite the start of ``path`` with ``head`` right after staging validated it,
+    keeping its size and mtime (only the copy's hash can tell). Returns the real validation."""
+    st = path.stat()
+    validate = staging.inspect_content
+
+    def validate_then_edit(fd: int, max_bytes: int, **limits: int) -> staging.Inspection:
+        result = validate(fd, max_bytes, **limits)
+        if os.fstat(fd).st_ino == st.st_ino:
+            with path.open("r+b") as handle:
+                handle.write(head)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return result
+
+    monkeypatch.setattr(staging, "inspect_content", validate_then_edit)
+    return validate
 
 
 def sha(data: bytes) -> str:
@@ -524,17 +544,7 @@ def test_a_landing_file_removed_after_a_crash_is_settled(settings: Settings) -> 
 def test_bytes_changed_between_validation_and_copy_are_not_published(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     path = land(settings, "edited.txt", b"version one\n")
-    st = path.stat()
-    validate = staging.inspect_content
-
-    def validate_then_producer_edits(fd: int, max_bytes: int, **limits: int) -> staging.Inspection:
-        result = validate(fd, max_bytes, **limits)
-        with path.open("r+b") as handle:  # same size, same mtime: only the copy's hash can tell
-            handle.write(b"VERSION TWO\n")
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-        return result
-
-    monkeypatch.setattr(staging, "inspect_content", validate_then_producer_edits)
+    validate = edit_in_place_after_validation(monkeypatch, path, b"VERSION TWO\n")
     report = run(settings)
     assert report.skipped_unstable == 1 and report.handled == 0
     assert all(list(settings.watch(engine).iterdir()) == [] for engine in ENGINES)  # not even a temp
@@ -550,18 +560,7 @@ def test_a_duplicate_of_a_file_that_changed_before_its_copy_waits_for_the_next_r
     second, deemed its duplicate, would be archived with its content published nowhere."""
     first = land(settings, "first.txt", b"same words\n", age=120)
     land(settings, "second.txt", b"same words\n", age=60)
-    st = first.stat()
-    validate = staging.inspect_content
-
-    def validate_then_producer_edits_first(fd: int, max_bytes: int, **limits: int) -> staging.Inspection:
-        result = validate(fd, max_bytes, **limits)
-        if os.fstat(fd).st_ino == st.st_ino:
-            with first.open("r+b") as handle:
-                handle.write(b"SAME")
-            os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
-        return result
-
-    monkeypatch.setattr(staging, "inspect_content", validate_then_producer_edits_first)
+    validate = edit_in_place_after_validation(monkeypatch, first, b"SAME")
     report = run(settings)
     assert report.skipped_unstable == 2 and report.handled == 0
     assert all(list(settings.watch(engine).iterdir()) == [] for engine in ENGINES)
