@@ -27,10 +27,12 @@ RUN pip install --no-cache-dir -r /tmp/wordstream-requirements.txt \
     && rm /tmp/wordstream-requirements.txt
 
 # The project lives in AIRFLOW_HOME with the repository's layout (dags/, plugins/, spark_apps/,
-# data/), so paths derived from the package location (spark_apps/) resolve the same way as in a
-# checkout. An editable install keeps it that way and lets the compose file's bind mounts of dags/,
-# plugins/ and spark_apps/ take effect without a rebuild; --no-deps: everything came pinned above.
+# src/wordstream/, data/), so paths derived from the package location (spark_apps/) resolve the same
+# way as in a checkout. An editable install keeps it that way and lets the compose file's bind mounts
+# take effect without a rebuild; --no-deps: everything came pinned above. Only the runtime package is
+# copied: the developer tooling (src/wordstream_dev) is not part of the image.
 COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/
+COPY --chown=airflow:0 src/wordstream /opt/airflow/src/wordstream
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
 COPY --chown=airflow:0 spark_apps /opt/airflow/spark_apps
 COPY --chown=airflow:0 dags /opt/airflow/dags
@@ -48,4 +50,5 @@ ENV PATH="${SPARK_HOME}/bin:${JAVA_HOME}/bin:${PATH}"
 RUN test "$(python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')" = "${SPARK_HOME}" \
     && test -x "${SPARK_HOME}/bin/spark-class" \
     && java -version \
-    && python -c 'import wordstream.settings as s; assert str(s.REPO_DIR) == "/opt/airflow", s.REPO_DIR'
+    && python -c 'import wordstream.settings as s; assert str(s.REPO_DIR) == "/opt/airflow", s.REPO_DIR' \
+    && ! python -c 'import wordstream_dev' 2>/dev/null

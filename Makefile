@@ -29,16 +29,16 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not spark and not airflow and not e2e and not cluster and not drill"
 
 run: setup
-	$(BIN)/python -m wordstream.stack run
+	$(BIN)/python -m wordstream_dev.stack run
 
 stop:
-	$(BIN)/python -m wordstream.stack stop
+	$(BIN)/python -m wordstream_dev.stack stop
 
 bench: setup
 	$(BIN)/python -m bench
 
 cluster-up: setup
-	$(BIN)/python -m wordstream.cluster up
+	$(BIN)/python -m wordstream_dev.cluster up
 
 cluster-down:
-	$(BIN)/python -m wordstream.cluster down
+	$(BIN)/python -m wordstream_dev.cluster down

@@ -24,6 +24,7 @@ import psutil
 
 from wordstream import control
 from wordstream.control import wait_for
+from wordstream.engines.app_args import AppArgs
 from wordstream.settings import Engine, Settings
 from wordstream.spark_env import application, spark_env, spark_submit_binary
 
@@ -325,7 +326,7 @@ class StreamApp:
         self.engine = engine
         self.settings = settings
         self.log = log
-        args = settings.app_args(engine, batch_seconds=batch_seconds)
+        args = AppArgs.for_engine(settings, engine, batch_seconds=batch_seconds).to_argv()
         self.command = spark_submit_command(application(engine), args, settings, conf, driver_memory)
         self.proc: subprocess.Popen[bytes] | None = None
 

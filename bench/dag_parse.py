@@ -14,7 +14,7 @@ provider behind ``stream_wordcount.py``):
 3. timed separately: serialising those DAGs, as the child does before sending them back.
 
 Run by itself with ``--probe FILE`` it prints one JSON line; the parent runs it in an environment
-from :mod:`wordstream.airflow_env` (a scratch ``AIRFLOW_HOME``, so no real Airflow is touched).
+from :mod:`wordstream_dev.airflow_env` (a scratch ``AIRFLOW_HOME``, so no real Airflow is touched).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from bench.common import Check, Context, Figure, Result
-from wordstream.airflow_env import airflow_env
 from wordstream.settings import REPO_DIR
+from wordstream_dev.airflow_env import airflow_env
 
 DAGS_DIR = REPO_DIR / "dags"
 TARGET_MS = 100.0

@@ -1,6 +1,6 @@
 """P3 and P7, through the real Airflow stack: a file's way to the totals, and a stream's start-up.
 
-One :class:`wordstream.stack.Stack` (``airflow standalone`` in scratch folders, on free ports) serves
+One :class:`wordstream_dev.stack.Stack` (``airflow standalone`` in scratch folders, on free ports) serves
 both, since starting Airflow costs a minute of both cores. Only the DAGs measured are unpaused.
 
 **P7 — trigger → first batch committed.** A small file is renamed into the engine's watch folder,
@@ -32,11 +32,11 @@ from typing import Any
 
 from bench.common import PLACE_VARIABLES, Check, Context, Figure, Result
 from wordstream import control, results
-from wordstream.airflow_api import AirflowClient
-from wordstream.cluster import free_ports
 from wordstream.control import wait_for
 from wordstream.settings import Engine, Settings
-from wordstream.stack import Stack
+from wordstream_dev.airflow_api import AirflowClient
+from wordstream_dev.cluster import free_ports
+from wordstream_dev.stack import Stack
 
 ENGINE: Engine = "structured"
 DAG_ID = "stream_structured"

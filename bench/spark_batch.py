@@ -25,9 +25,9 @@ from pathlib import Path
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
-from wordstream.driver import spark_conf_defaults
-from wordstream.dstream_job import SCHEMA
-from wordstream.keys import count_keys, keys_frame, line_keys
+from wordstream.engines.driver import spark_conf_defaults
+from wordstream.engines.dstream import SCHEMA
+from wordstream.engines.keys import count_keys, keys_frame, line_keys
 
 
 def dataframe_count(spark: SparkSession, paths: list[str], output: str) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 from airflow.sdk import Asset, PokeReturnValue, dag, task
 
-from wordstream.settings import Settings
+from wordstream.settings import STAGING_DAG_ID, Settings
 
 # A stable name, whatever the data directory: consumers schedule on it.
 WATCH_ASSET = Asset(name="wordstream_watch")
@@ -43,7 +43,7 @@ POKE_SECONDS = 0.5
 
 
 @dag(
-    dag_id="stage_incoming_files",
+    dag_id=STAGING_DAG_ID,
     description="Sensor-driven staging: data/landing → data/watch/<engine>",
     doc_md=__doc__,
     schedule="@continuous",

@@ -22,12 +22,12 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
-from wordstream.settings import ENGINES
-from wordstream.stream_operator import StreamSubmitOperator
+from wordstream.orchestration.stream_operator import StreamSubmitOperator
+from wordstream.settings import ENGINES, stream_dag_id
 
 for engine in ENGINES:
     with DAG(
-        dag_id=f"stream_{engine}",
+        dag_id=stream_dag_id(engine),
         description=f"Long-running {engine} word count (Spark)",
         doc_md=__doc__,
         schedule=None,

@@ -27,13 +27,13 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
-from wordstream.settings import ENGINES, Settings
+from wordstream.settings import ENGINES, MAINTENANCE_DAG_ID, Settings, stream_dag_id
 
 log = logging.getLogger(__name__)
 
 
 @dag(
-    dag_id="streaming_maintenance",
+    dag_id=MAINTENANCE_DAG_ID,
     description="Reset a stream (stop, give back, rotate, restart) or clean up old epochs",
     doc_md=__doc__,
     schedule="@daily",
@@ -56,11 +56,13 @@ log = logging.getLogger(__name__)
 )
 def streaming_maintenance() -> None:
     @task.branch
-    def choose_action(params: dict[str, Any]) -> str:
+    def choose_action(params: dict[str, Any] | None = None) -> str:
+        assert params is not None  # Airflow passes the run's params by name
         return "reset_streams" if params["action"] == "reset" else "cleanup"
 
     @task
-    def reset_streams(params: dict[str, Any]) -> list[dict[str, Any]]:
+    def reset_streams(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        assert params is not None
         from dataclasses import asdict
 
         from wordstream import maintenance
@@ -85,11 +87,12 @@ def streaming_maintenance() -> None:
     for engine in ENGINES:
 
         @task.short_circuit(task_id=f"restart_{engine}_requested")
-        def restart_requested(params: dict[str, Any], engine: str = engine) -> bool:
+        def restart_requested(params: dict[str, Any] | None = None, engine: str = engine) -> bool:
+            assert params is not None
             return bool(params["restart"]) and engine in params["engines"]
 
         reset >> restart_requested() >> TriggerDagRunOperator(
-            task_id=f"trigger_stream_{engine}", trigger_dag_id=f"stream_{engine}"
+            task_id=f"trigger_{stream_dag_id(engine)}", trigger_dag_id=stream_dag_id(engine)
         )
 
 

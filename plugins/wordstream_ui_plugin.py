@@ -2,8 +2,9 @@
 
 Airflow loads this file from its plugins folder and mounts the app under ``/wordstream`` in the API
 server; the two menu entries (Browse → "Stream status: <engine>") show the pages in the UI's frame.
-Everything else lives in :mod:`wordstream.ui`, importable and tested without Airflow; the app is
-built on its first request, so the many processes that import plugins and never serve them stay light.
+Everything else lives in :mod:`wordstream.orchestration.status_app`, importable and tested without
+Airflow; the app is built on its first request, so the many processes that import plugins and never
+serve them stay light.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from wordstream.orchestration.status_app import URL_PREFIX, LazyApp
 from wordstream.settings import ENGINES
-from wordstream.ui import URL_PREFIX, LazyApp
 
 
 class WordstreamUIPlugin(AirflowPlugin):

@@ -1,7 +1,7 @@
 """Test support: an independent reference, a deterministic corpus and real spark-submit processes.
 
 The reference is written from the contract in architecture.md with plain loops, sharing no code with
-the package, so a bug in ``wordstream.keys`` cannot hide itself.
+the package, so a bug in ``wordstream.engines.keys`` cannot hide itself.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 
 from wordstream import control
+from wordstream.engines.app_args import AppArgs
 from wordstream.settings import Engine, Settings
 from wordstream.spark_env import application, spark_env, spark_submit_binary
 
@@ -126,7 +127,8 @@ class SparkApp:
         self.engine = engine
         self.settings = settings
         self.log = log
-        self.args = settings.app_args(engine, keys=keys, batch_seconds=batch_seconds, timeout=timeout)
+        self.args = AppArgs.for_engine(settings, engine, keys=keys, batch_seconds=batch_seconds,
+                                       timeout=timeout).to_argv()
         if available_now:
             self.args.append("--available-now")
         self.master = master

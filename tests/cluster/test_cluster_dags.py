@@ -32,10 +32,10 @@ from postgres_server import PostgresServer, PostgresUnavailable, is_alive, serve
 from support import processes_mentioning, reference_counts, wait_until, write_corpus
 
 from wordstream import control, results
-from wordstream.airflow_env import AirflowInstance
-from wordstream.cluster import HOST, LocalCluster, find_free_port
 from wordstream.settings import ENGINES, Engine, Settings
 from wordstream.staging import stage
+from wordstream_dev.airflow_env import AirflowInstance
+from wordstream_dev.cluster import HOST, LocalCluster, find_free_port
 
 pytestmark = pytest.mark.cluster
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from support import reference_counts, write_corpus
 
-from wordstream.cluster import ClusterError, LocalCluster, find_free_port
+from wordstream_dev.cluster import ClusterError, LocalCluster, find_free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -119,7 +119,7 @@ def test_job_runs_on_both_workers_and_stop_leaves_nothing(cluster: LocalCluster,
     cluster.start()
     assert [daemon.pid for daemon in cluster.daemons()] == pids
     status_cmd = subprocess.run(
-        [sys.executable, "-m", "wordstream.cluster", "status", "--run-dir", str(cluster.run_dir)],
+        [sys.executable, "-m", "wordstream_dev.cluster", "status", "--run-dir", str(cluster.run_dir)],
         capture_output=True, text=True, check=False, timeout=60,
     )
     assert status_cmd.returncode == 0, status_cmd.stderr

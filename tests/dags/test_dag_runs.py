@@ -18,9 +18,9 @@ import pytest
 from support import SparkApp, processes_mentioning, reference_counts, wait_until, write_corpus
 
 from wordstream import control, results
-from wordstream.airflow_env import AirflowInstance
 from wordstream.ledger import Ledger
 from wordstream.settings import Settings
+from wordstream_dev.airflow_env import AirflowInstance
 
 pytestmark = pytest.mark.airflow
 

@@ -40,11 +40,11 @@ from probes import (
 from support import corpus_text, processes_mentioning, reference_counts, wait_until, write_corpus
 
 from wordstream import control, results
-from wordstream.airflow_api import AirflowApiError, AirflowClient
-from wordstream.cluster import free_ports
 from wordstream.ledger import Ledger
 from wordstream.settings import ENGINES, Settings
-from wordstream.stack import Stack
+from wordstream_dev.airflow_api import AirflowApiError, AirflowClient
+from wordstream_dev.cluster import free_ports
+from wordstream_dev.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.drill]
 

@@ -26,6 +26,7 @@ from support import SparkApp, reference_counts, reference_lines, reference_token
 from wordstream import control, results, staging
 from wordstream.ledger import Ledger
 from wordstream.settings import ENGINES, Settings
+from wordstream.staging.landing import Candidate
 
 NOBODY = 65534
 WORDSTREAM = str(Path(sys.executable).parent / "wordstream")
@@ -149,7 +150,7 @@ def test_a_200_mb_file_of_one_line_is_quarantined_and_memory_stays_flat(settings
     assert (quarantined, staged) == (1, 0)
     [moved] = [p for p in settings.quarantine.iterdir() if not p.name.endswith(".reason.txt")]
     assert moved.stat().st_size == size  # moved whole, not copied
-    reason = staging.reason_path(moved).read_text()
+    reason = staging.names.reason_path(moved).read_text()
     assert reason == (f"line too long: more than {settings.max_line_bytes} bytes without a line break, "
                       "from byte offset 0 (landing name 'one-line.txt')\n")
     for engine in ENGINES:
@@ -225,7 +226,7 @@ def test_a_file_staging_may_not_read_is_quarantined_with_the_reason(settings: Se
 
     [moved] = [p for p in settings.quarantine.iterdir() if not p.name.endswith(".reason.txt")]
     assert moved.read_bytes() == b"not for you\n" and moved.stat().st_uid == NOBODY  # moved, not copied
-    reason = staging.reason_path(moved).read_text()
+    reason = staging.names.reason_path(moved).read_text()
     assert reason == "unreadable: Permission denied (landing name 'private.txt')\n"
     for engine in ENGINES:
         assert [p.read_bytes() for p in settings.watch(engine).iterdir()] == [b"for everyone\n"]
@@ -249,24 +250,24 @@ def test_files_vanishing_at_every_step_lose_nothing(settings: Settings,
     before_open = land(settings, "gone-before-open.txt", b"gone before open\n")
     after_check = land(settings, "gone-after-validation.txt", b"gone after validation\n")
 
-    monkeypatch.setattr(staging, "_pause", lambda _seconds: during_pause.unlink())
-    recheck = staging.still_unchanged
+    monkeypatch.setattr(staging.run, "_pause", lambda _seconds: during_pause.unlink())
+    recheck = staging.landing.still_unchanged
 
-    def recheck_then_delete(candidates: list[staging.Candidate]) -> tuple[list[staging.Candidate], int]:
+    def recheck_then_delete(candidates: list[Candidate]) -> tuple[list[Candidate], int]:
         result = recheck(candidates)
         before_open.unlink()
         return result
 
-    monkeypatch.setattr(staging, "still_unchanged", recheck_then_delete)
-    inspect = staging.inspect_content
+    monkeypatch.setattr(staging.run, "still_unchanged", recheck_then_delete)
+    inspect = staging.validation.inspect_content
 
-    def inspect_then_delete(fd: int, max_bytes: int, **limits: int) -> staging.Inspection:
+    def inspect_then_delete(fd: int, max_bytes: int, **limits: int) -> staging.validation.Inspection:
         result = inspect(fd, max_bytes, **limits)
         if after_check.exists() and os.fstat(fd).st_ino == after_check.stat().st_ino:
             after_check.unlink()
         return result
 
-    monkeypatch.setattr(staging, "inspect_content", inspect_then_delete)
+    monkeypatch.setattr(staging.run, "inspect_content", inspect_then_delete)
     report = staging.stage(settings, progress=lambda _line: None)
 
     assert (report.staged, report.quarantined, report.duplicates) == (2, 0, 0)
@@ -291,15 +292,15 @@ def test_a_file_swapped_for_a_symlink_after_the_listing_is_not_followed(
     outside = tmp_path / "outside-secret.txt"
     outside.write_bytes(b"outside the data directory\n")
     swapped = land(settings, "swapped.txt", b"harmless\n")
-    recheck = staging.still_unchanged
+    recheck = staging.landing.still_unchanged
 
-    def recheck_then_swap(candidates: list[staging.Candidate]) -> tuple[list[staging.Candidate], int]:
+    def recheck_then_swap(candidates: list[Candidate]) -> tuple[list[Candidate], int]:
         result = recheck(candidates)
         swapped.unlink()
         swapped.symlink_to(outside)
         return result
 
-    monkeypatch.setattr(staging, "still_unchanged", recheck_then_swap)
+    monkeypatch.setattr(staging.run, "still_unchanged", recheck_then_swap)
     report = staging.stage(settings, progress=lambda _line: None)
     assert report.skipped_unstable == 1 and report.handled == 0
     for engine in ENGINES:
@@ -307,7 +308,7 @@ def test_a_file_swapped_for_a_symlink_after_the_listing_is_not_followed(
     assert not any(p.is_file() and p.read_bytes() == outside.read_bytes()
                    for p in settings.data_dir.rglob("*") if not p.is_symlink())
 
-    monkeypatch.setattr(staging, "still_unchanged", recheck)
+    monkeypatch.setattr(staging.run, "still_unchanged", recheck)
     report = staging.stage(settings, progress=lambda _line: None)  # next run: the link is quarantined
     assert report.quarantined == 1
     [moved] = [p for p in settings.quarantine.iterdir() if not p.name.endswith(".reason.txt")]
@@ -332,7 +333,7 @@ def test_hostile_names_of_rejected_files_stay_inside_with_one_line_reasons(setti
     for entry in entries:
         assert re.fullmatch(r"\d+-[A-Za-z0-9][A-Za-z0-9._-]*", entry.name), entry.name
         assert entry.parent == settings.quarantine
-        reason = staging.reason_path(entry).read_text()
+        reason = staging.names.reason_path(entry).read_text()
         assert reason.count("\n") == 1 and reason.endswith("\n")
         assert reason.startswith("not valid UTF-8") and "(landing name '" in reason
     ledger_text = subprocess.run([WORDSTREAM, "ledger", "--status", "quarantined"], capture_output=True,

@@ -42,9 +42,9 @@ def killed(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if point == "before-flush":  # every temp file is written, not yet made durable
-    staging.flush_filesystem = killed
+    staging.run.flush_filesystem = killed
 elif point == "before-rename":  # every temp file is written and made durable
-    staging.os.replace = killed
+    staging.publish.os.replace = killed
 else:  # "before-ledger": the renames are done, record_published is next
     Ledger.record_published = killed
 staging.stage(Settings(data_dir=data_dir, stable_seconds=0), progress=lambda line: None, recheck_seconds=0)
@@ -88,7 +88,7 @@ def final_name() -> str:
 def test_killed_between_copy_and_rename(settings: Settings, point: str) -> None:
     kill_staging_at(settings, point)
     for engine in ENGINES:
-        assert entries(settings.watch(engine)) == {staging.temp_name(final_name()): CONTENT}
+        assert entries(settings.watch(engine)) == {staging.names.temp_name(final_name()): CONTENT}
     assert delivery_states(settings) == dict.fromkeys(ENGINES, "publishing")
     assert (settings.landing / "report.txt").read_bytes() == CONTENT  # the original is untouched
 

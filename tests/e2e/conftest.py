@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from support import group_members, processes_mentioning, wait_until
 
-from wordstream.airflow_api import AirflowClient
-from wordstream.cluster import free_ports
-from wordstream.stack import Stack
+from wordstream_dev.airflow_api import AirflowClient
+from wordstream_dev.cluster import free_ports
+from wordstream_dev.stack import Stack
 
 E2E_DIR = Path(__file__).resolve().parent
 _running: list[Stack] = []
@@ -46,7 +46,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A started :class:`~wordstream.stack.Stack`; DAGs are registered but still paused."""
+    """A started :class:`~wordstream_dev.stack.Stack`; DAGs are registered but still paused."""
     root: Path = tmp_path_factory.mktemp("stack")
     api_port, worker_log_port, trigger_log_port = free_ports(3)
     base_env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}

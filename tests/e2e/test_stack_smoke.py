@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from wordstream.airflow_api import AirflowApiError, AirflowClient
-from wordstream.airflow_env import LOCAL_SPARK_CONNECTION, AirflowInstance, airflow_env
-from wordstream.settings import REPO_DIR
-from wordstream.stack import DAG_IDS, Stack
+from wordstream.settings import DAG_IDS, REPO_DIR
+from wordstream_dev.airflow_api import AirflowApiError, AirflowClient
+from wordstream_dev.airflow_env import LOCAL_SPARK_CONNECTION, AirflowInstance, airflow_env
+from wordstream_dev.stack import Stack
 
 # -- the environment (no Airflow started) -------------------------------------------------------
 

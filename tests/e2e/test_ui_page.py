@@ -28,11 +28,11 @@ import requests
 from headless_chromium import Chromium, ensure_chromium
 
 from wordstream import control, results
-from wordstream.airflow_api import AirflowClient
-from wordstream.airflow_env import ADMIN_USER
 from wordstream.ledger import Ledger
 from wordstream.settings import Engine, Settings
-from wordstream.stack import Stack
+from wordstream_dev.airflow_api import AirflowClient
+from wordstream_dev.airflow_env import ADMIN_USER
+from wordstream_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

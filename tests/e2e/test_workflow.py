@@ -18,10 +18,10 @@ import pytest
 from support import reference_counts, wait_until, write_corpus
 
 from wordstream import control, results
-from wordstream.airflow_api import AirflowClient
 from wordstream.ledger import Ledger
-from wordstream.settings import ENGINES, Settings
-from wordstream.stack import DAG_IDS, Stack
+from wordstream.settings import DAG_IDS, ENGINES, Settings
+from wordstream_dev.airflow_api import AirflowClient
+from wordstream_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import pytest
 from support import processes_mentioning, wait_until
 
 from wordstream import control
-from wordstream.airflow_api import AirflowClient
-from wordstream.stack import Stack
+from wordstream_dev.airflow_api import AirflowClient
+from wordstream_dev.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.drill]
 

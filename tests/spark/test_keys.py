@@ -8,7 +8,7 @@ import pytest
 from support import reference_counts, reference_lines, reference_tokens
 
 from wordstream import results
-from wordstream.keys import count_keys, keys_frame, line_keys
+from wordstream.engines.keys import count_keys, keys_frame, line_keys
 
 pytestmark = pytest.mark.spark
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from wordstream.airflow_env import RESPONSIVE_TIMINGS
+from wordstream_dev.airflow_env import RESPONSIVE_TIMINGS
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -155,6 +155,15 @@ def test_airflow_services_mount_dags_and_plugins(services: dict[str, dict[str, A
         mounts = container_paths(services[name])
         assert mounts.get("/opt/airflow/dags") == "./dags", name
         assert mounts.get("/opt/airflow/plugins") == "./plugins", name
+
+
+def test_every_service_running_python_of_ours_mounts_the_runtime_package(
+        services: dict[str, dict[str, Any]]) -> None:
+    """Drivers and executors import wordstream from the image's editable install of src/wordstream."""
+    for name in (*AIRFLOW_SERVICES, *SPARK_SERVICES):
+        mounts = container_paths(services[name])
+        assert mounts.get("/opt/airflow/src/wordstream") == "./src/wordstream", name
+        assert "./src/wordstream_dev" not in mounts.values(), name
 
 
 def test_airflow_configuration(services: dict[str, dict[str, Any]]) -> None:

@@ -58,13 +58,13 @@ def hidden(folder: Path) -> list[str]:
 
 
 def edit_in_place_after_validation(monkeypatch: pytest.MonkeyPatch, path: Path,
-                                   head: bytes) -> Callable[..., staging.Inspection]:
+                                   head: bytes) -> Callable[..., staging.validation.Inspection]:
     """Make a producer overwrite the start of ``path`` with ``head`` right after staging validated it,
     keeping its size and mtime (only the copy's hash can tell). Returns the real validation."""
     st = path.stat()
-    validate = staging.inspect_content
+    validate = staging.validation.inspect_content
 
-    def validate_then_edit(fd: int, max_bytes: int, **limits: int) -> staging.Inspection:
+    def validate_then_edit(fd: int, max_bytes: int, **limits: int) -> staging.validation.Inspection:
         result = validate(fd, max_bytes, **limits)
         if os.fstat(fd).st_ino == st.st_ino:
             with path.open("r+b") as handle:
@@ -72,7 +72,7 @@ def edit_in_place_after_validation(monkeypatch: pytest.MonkeyPatch, path: Path,
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         return result
 
-    monkeypatch.setattr(staging, "inspect_content", validate_then_edit)
+    monkeypatch.setattr(staging.run, "inspect_content", validate_then_edit)
     return validate
 
 
@@ -164,7 +164,7 @@ def test_a_file_that_changes_between_the_two_looks_is_skipped(settings: Settings
             handle.write(b"second\n")
         os.utime(path, (mtime, mtime))
 
-    monkeypatch.setattr(staging, "_pause", producer_appends)
+    monkeypatch.setattr(staging.run, "_pause", producer_appends)
     report = run(settings)
     assert report.skipped_unstable == 1 and report.handled == 0
     assert path.read_bytes() == b"first\nsecond\n"
@@ -219,17 +219,18 @@ def _with_dirs(settings: Settings) -> Settings:
 
 def test_multibyte_characters_across_the_chunk_boundary_are_valid(settings: Settings) -> None:
     euro = "€".encode()  # three bytes: put the boundary of the 1 MiB chunks inside it
-    data = b"a" * (staging.CHUNK_BYTES - 1) + euro + " 😀 ünïcødé\n".encode()
+    data = b"a" * (staging.validation.CHUNK_BYTES - 1) + euro + " 😀 ünïcødé\n".encode()
     land(settings, "big.txt", data)
     assert run(settings).staged == 1
     assert list(visible(settings.watch("structured")).values()) == [data]
 
 
 def test_invalid_utf8_offset_is_reported_across_chunks(settings: Settings) -> None:
-    data = b"a" * (staging.CHUNK_BYTES - 1) + b"\xe2\x82" + b"X"
+    data = b"a" * (staging.validation.CHUNK_BYTES - 1) + b"\xe2\x82" + b"X"
     land(settings, "broken.txt", data)
     run(settings)
-    assert f"offset {staging.CHUNK_BYTES - 1}" in Ledger(settings.ledger).latest_quarantine(1)[0]["reason"]
+    reason = Ledger(settings.ledger).latest_quarantine(1)[0]["reason"]
+    assert f"offset {staging.validation.CHUNK_BYTES - 1}" in reason
 
 
 def test_same_content_under_two_names_is_published_once(settings: Settings) -> None:
@@ -283,8 +284,8 @@ def test_symlinks_and_other_entries_are_quarantined_without_following_them(
     assert moved["to-outside.txt"].is_symlink()  # the link itself moved ...
     assert os.readlink(moved["to-outside.txt"]) == str(outside)
     assert outside.read_bytes() == b"secret outside\n"  # ... its target untouched
-    assert "symlink" in staging.reason_path(moved["dangling.txt"]).read_text()
-    assert "fifo" in staging.reason_path(moved["pipe.txt"]).read_text()
+    assert "symlink" in staging.names.reason_path(moved["dangling.txt"]).read_text()
+    assert "fifo" in staging.names.reason_path(moved["pipe.txt"]).read_text()
     assert list(visible(settings.watch("structured")).values()) == [b"real\n"]  # staged once, directly
     assert b"secret outside\n" not in archived(settings)
 
@@ -337,7 +338,7 @@ def test_safe_name_and_watch_name() -> None:
     assert staging.safe_name("../../etc/passwd") == "etc_passwd"
     assert staging.safe_name("...") == "file"
     assert staging.safe_name(".hidden") == "hidden"
-    assert len(staging.safe_name("y" * 1000)) == staging.SAFE_NAME_MAX
+    assert len(staging.safe_name("y" * 1000)) == staging.names.SAFE_NAME_MAX
     assert staging.watch_name_for("f" * 64, "a b.txt") == "ffffffffffffffff-a_b.txt"
     assert staging.watch_name_for("f" * 64, "log") == "ffffffffffffffff-log.txt"
 
@@ -359,7 +360,8 @@ def test_leftover_temp_files_from_a_dead_run_are_removed(settings: Settings) -> 
 
 
 def test_missing_data_dir_is_an_error_and_a_missing_landing_is_created(tmp_path: Path) -> None:
-    assert staging.scan_landing(tmp_path / "nope" / "landing", time.time(), 1) == staging.LandingScan()
+    missing = tmp_path / "nope" / "landing"
+    assert staging.landing.scan_landing(missing, time.time(), 1) == staging.landing.LandingScan()
     with pytest.raises(StagingError, match="does not exist"):
         stage(Settings(data_dir=tmp_path / "nope"), progress=lambda _line: None)
     assert not (tmp_path / "nope").exists()
@@ -393,7 +395,7 @@ from wordstream.ledger import Ledger
 from wordstream.settings import Settings
 
 data_dir, point, allowed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-staging.GROUP_FILES = int(sys.argv[4])
+staging.run.GROUP_FILES = int(sys.argv[4])
 calls = 0
 
 def dies_after(original):
@@ -407,7 +409,7 @@ def dies_after(original):
 
 owner, attr = {
     "os.replace": (os, "replace"), "os.rename": (os, "rename"), "os.fsync": (os, "fsync"),
-    "os.write": (os, "write"), "flush_filesystem": (staging, "flush_filesystem"),
+    "os.write": (os, "write"), "flush_filesystem": (staging.run, "flush_filesystem"),
     "claim": (Ledger, "claim"), "record_published": (Ledger, "record_published"),
     "plan_move": (Ledger, "plan_move"), "finish": (Ledger, "finish"),
 }[point]
@@ -549,7 +551,7 @@ def test_bytes_changed_between_validation_and_copy_are_not_published(
     assert report.skipped_unstable == 1 and report.handled == 0
     assert all(list(settings.watch(engine).iterdir()) == [] for engine in ENGINES)  # not even a temp
     assert Ledger(settings.ledger).entries(5) == []
-    monkeypatch.setattr(staging, "inspect_content", validate)
+    monkeypatch.setattr(staging.run, "inspect_content", validate)
     assert run(settings).staged == 1
     assert list(visible(settings.watch("dstream")).values()) == [b"VERSION TWO\n"]
 
@@ -565,7 +567,7 @@ def test_a_duplicate_of_a_file_that_changed_before_its_copy_waits_for_the_next_r
     assert report.skipped_unstable == 2 and report.handled == 0
     assert all(list(settings.watch(engine).iterdir()) == [] for engine in ENGINES)
     assert Ledger(settings.ledger).entries(5) == []
-    monkeypatch.setattr(staging, "inspect_content", validate)
+    monkeypatch.setattr(staging.run, "inspect_content", validate)
     report = run(settings)
     assert (report.staged, report.duplicates) == (2, 0)
     for engine in ENGINES:
@@ -576,14 +578,14 @@ def test_a_duplicate_of_a_file_that_changed_before_its_copy_waits_for_the_next_r
 def test_many_files_are_published_in_groups_with_one_flush_each(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     flushed: list[Path] = []
-    flush = staging.flush_filesystem
+    flush = staging.run.flush_filesystem
 
     def counted(folder: Path) -> None:
         flushed.append(folder)
         flush(folder)
 
-    monkeypatch.setattr(staging, "flush_filesystem", counted)
-    monkeypatch.setattr(staging, "GROUP_FILES", 4)
+    monkeypatch.setattr(staging.run, "flush_filesystem", counted)
+    monkeypatch.setattr(staging.run, "GROUP_FILES", 4)
     for i in range(10):
         land(settings, f"f{i}.txt", f"file {i}\n".encode(), age=60 - i)
     report = run(settings)
@@ -609,7 +611,7 @@ def test_files_the_sensor_saw_unchanged_are_staged_without_the_pause(
     land(settings, "b.txt", b"also seen\n")
     observed = observed_earlier(settings, staging.RECHECK_SECONDS)
     pauses: list[float] = []
-    monkeypatch.setattr(staging, "_pause", pauses.append)
+    monkeypatch.setattr(staging.run, "_pause", pauses.append)
     report = stage(settings, progress=lambda _line: None, observed=observed)
     assert report.staged == 2 and pauses == []
     assert sorted(visible(settings.watch("structured")).values()) == [b"also seen\n", b"seen by the sensor\n"]
@@ -632,7 +634,7 @@ def test_files_the_sensor_did_not_see_or_saw_differently_get_the_pause(
             handle.write(b"third\n")
         os.utime(seen, (mtime, mtime))
 
-    monkeypatch.setattr(staging, "_pause", producer_appends_again)
+    monkeypatch.setattr(staging.run, "_pause", producer_appends_again)
     report = stage(settings, progress=lambda _line: None, observed=observed)
     assert pauses == [staging.RECHECK_SECONDS]
     assert report.staged == 1 and report.skipped_unstable == 1
@@ -653,11 +655,11 @@ def test_after_a_short_hand_over_only_the_rest_of_the_recheck_is_waited(
             handle.write(b"more\n")
         os.utime(path, (mtime, mtime))
 
-    monkeypatch.setattr(staging, "_pause", producer_appends)
+    monkeypatch.setattr(staging.run, "_pause", producer_appends)
     report = stage(settings, progress=lambda _line: None, observed=observed)
     assert len(pauses) == 1 and 0.2 < pauses[0] <= staging.RECHECK_SECONDS - 0.2
     assert report.skipped_unstable == 1 and report.handled == 0  # the re-check still caught the change
-    monkeypatch.setattr(staging, "_pause", pauses.append)
+    monkeypatch.setattr(staging.run, "_pause", pauses.append)
     assert stage(settings, progress=lambda _line: None, observed=observed_earlier(settings, 0.2)).staged == 1
 
 

@@ -20,10 +20,12 @@ from fastapi import FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
 from wordstream import control, results
-from wordstream.driver import RECENT_BATCHES, Driver, parse_app_args
+from wordstream.engines import app_args
+from wordstream.engines.driver import RECENT_BATCHES, Driver
 from wordstream.ledger import Ledger
+from wordstream.orchestration.status_app import URL_PREFIX, create_app, render_page
+from wordstream.orchestration.status_view import REFRESH_SECONDS, TOP_WORDS, stream_view
 from wordstream.settings import Engine, Settings
-from wordstream.ui import REFRESH_SECONDS, TOP_WORDS, URL_PREFIX, create_app, render_page, stream_view
 
 NOW = datetime(2025, 11, 24, 12, 0, 0, tzinfo=UTC)
 
@@ -176,7 +178,7 @@ def test_a_driver_gone_without_final_status_shows_failed(settings: Settings) -> 
 
 
 def test_the_driver_status_feeds_the_charts_with_its_last_batches(settings: Settings) -> None:
-    args = parse_app_args("dstream", settings.app_args("dstream"))
+    args = app_args.parse("dstream", app_args.AppArgs.for_engine(settings, "dstream").to_argv())
     sigterm = signal.getsignal(signal.SIGTERM)  # the driver installs its own handler
     try:
         with Driver("dstream", args) as driver:

@@ -12,10 +12,10 @@ holds one log and one pid file per daemon and ``cluster.json``, which records wh
 later ``down`` (another process) stops exactly that and nothing else.
 
 Usage:
-    python -m wordstream.cluster up [--run-dir DIR] [--master-port 7077] [--webui-port 8081] [--workers 2]
+    python -m wordstream_dev.cluster up [--run-dir DIR] [--master-port 7077] [--webui-port 8081] [--workers 2]
                                    [--worker-cores 1] [--worker-memory 1g] [--app-cores N]
-    python -m wordstream.cluster status [--run-dir DIR]
-    python -m wordstream.cluster down [--run-dir DIR]
+    python -m wordstream_dev.cluster status [--run-dir DIR]
+    python -m wordstream_dev.cluster down [--run-dir DIR]
 
 Environment (each overridden by the matching option): ``WORDSTREAM_CLUSTER_DIR`` (default
 ``<repo>/run/cluster``), ``WORDSTREAM_CLUSTER_MASTER_PORT`` (7077), ``WORDSTREAM_CLUSTER_WEBUI_PORT``
@@ -50,6 +50,7 @@ from typing import Any
 
 import psutil
 
+from wordstream import Progress
 from wordstream.settings import REPO_DIR
 from wordstream.spark_env import spark_env, spark_home, spark_submit_binary
 
@@ -62,7 +63,6 @@ STATE_FILE = "cluster.json"
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
-Progress = Callable[[str], None]
 
 
 class ClusterError(RuntimeError):
@@ -435,7 +435,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m wordstream.cluster",
+    parser = argparse.ArgumentParser(prog="python -m wordstream_dev.cluster",
                                      description="A local Spark standalone cluster on 127.0.0.1.")
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument("--run-dir", type=Path,

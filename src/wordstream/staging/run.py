@@ -1,77 +1,45 @@
-"""Staging: stable files from ``data/landing/`` become validated, atomic copies in each watch folder.
+"""One staging run: the transaction that takes stable landing files into every watch folder.
 
-This is the only writer of ``data/watch/<engine>/``. One :func:`stage` call handles every stable file
-in landing (thousands are fine) and returns a :class:`StageReport`:
-
-1. **Stable only.** A regular file is taken when its name is not hidden/temporary/partial (``.x``,
-   ``_x``, ``*.tmp``, ``*._COPYING_``, ``*.part``), its mtime is at least ``stable_seconds`` old and
-   its size and mtime do not change across a short re-check: a pause of ``RECHECK_SECONDS``, or the
-   hand-over from the sensor task that saw the file (see :class:`LandingObservation`). Symlinks,
-   FIFOs, sockets and devices are never followed or opened: the entry itself is moved to quarantine.
-   Directories are left alone (staging does not recurse) and named once per run in the progress
-   output.
-2. **Validated while hashed**, in one streaming read of 1 MiB chunks: readable, non-empty, at most
-   ``max_file_bytes``, UTF-8 (incremental decoder, so a character split across chunks is fine), no NUL
-   byte, no line longer than ``max_line_bytes`` (an engine that gets one runs out of memory on every
-   retry). A reject goes to ``data/quarantine/<id>-<safe name>`` with ``<that name>.reason.txt``.
-3. **Deduplicated by sha256**, per engine: content every engine already has (or had, processed) is a
-   ``duplicate`` and is only archived. A delivery ``returned`` by a reset is published again to that
-   engine only.
-4. **Published atomically**, a group of files at a time (up to ``GROUP_FILES`` files or
-   ``GROUP_BYTES``): copied into ``.<name>.tmp`` in the same watch folder, the copy hashed again and
-   compared with the validated content (a producer who rewrote the file in place is caught even when
-   size and mtime are kept), the group's copies made durable by one ``syncfs`` (an fsync per copy
-   where ``syncfs`` does not exist), mtime set to now (the DStream source ignores files older than its
-   remember window), renamed to ``<sha256[:16]>-<safe name>.txt``, and the watch folders fsync'ed
-   before anything is recorded as published or archived. Each engine gets its own copy, not a hard
-   link: linked files share one mtime, so touching one engine's file would touch the other's.
-5. **Archived**: the original moves to ``data/archive/<YYYY-MM-DD UTC>/<id>-<safe name>``.
-
-Crash safety: runs are serialised by ``data/state/staging.lock`` (also taken by a reset while it empties
-a watch folder). The ledger records each intent before the file operation it announces (the intents of
-a group in one transaction, before any of its files is renamed or moved), and
-:func:`recover` starts every run by finishing what a dead run left: hidden temp files are removed, a
-``publishing`` delivery whose final watch file exists is recorded as published (never copied again),
-one without it is withdrawn, and a ``landed`` row whose original was already moved gets its final
-status. A landing file with an unfinished row is resumed, not taken for a duplicate. Final watch names
-appear only by rename of a complete, durable temp copy, so no partial file is ever visible under a
-name Spark reads, not even after a power cut.
-
-Names: every name staging writes is built from the content hash and a sanitised copy of the landing
-name (only ``[A-Za-z0-9._-]``, bounded, never hidden), so no landing name can escape ``data_dir`` or
-collide. A missing landing folder is created (with the rest of the layout) when the data directory
-exists; a missing data directory is an error, because it means a wrong ``WORDSTREAM_DATA_DIR``.
+:func:`stage` handles every stable file in landing (thousands are fine), a group at a time, and
+returns a :class:`StageReport`. The ledger records each intent before the file operation it
+announces (the intents of a group in one transaction, before any of its files is renamed or moved),
+and every run starts by finishing what a dead run left (:meth:`_Run.recover`). See
+:mod:`wordstream.staging` for the whole contract.
 """
 
 from __future__ import annotations
 
-import codecs
-import ctypes
 import errno
-import hashlib
 import os
-import re
-import shutil
-import stat
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from wordstream import control
+from wordstream import Progress, control
+from wordstream.durable import (
+    HAS_SYNCFS,
+    flush_filesystem,
+    fsync_dir,
+    move_entry,
+    unique_path,
+    write_text_atomically,
+)
 from wordstream.ledger import Delivery, FileRow, FileStatus, Ledger
 from wordstream.settings import ENGINES, Engine, Settings, check_engine
+from wordstream.staging.landing import (
+    RECHECK_SECONDS,
+    Candidate,
+    LandingObservation,
+    _pause,
+    scan_landing,
+    still_unchanged,
+)
+from wordstream.staging.names import is_temp_name, reason_path, safe_name, watch_name_for
+from wordstream.staging.publish import ContentChangedError, copy_to_temps, publish_temps
+from wordstream.staging.validation import Inspection, inspect_content
 
 STAGING_LOCK = "staging"  # control.hold_lock(state, STAGING_LOCK) -> data/state/staging.lock
-CHUNK_BYTES = 1024 * 1024
-# UTF-8 is checked in slices: decoding a whole 1 MiB chunk makes a throw-away string of up to 4 MiB,
-# and glibc's malloc, once such blocks are freed, grows the heap with the file instead of reusing it.
-DECODE_BYTES = 64 * 1024
-PARTIAL_SUFFIXES = (".tmp", "._COPYING_", ".part")
-SAFE_NAME_MAX = 80
-RECHECK_SECONDS = 0.5
 # Files are published in groups: one ledger transaction per step and one disk flush per group instead
 # of several per file. A group also ends after GROUP_BYTES, so a few huge files are not all copied
 # before the first of them is made durable.
@@ -79,20 +47,15 @@ GROUP_FILES = 100
 GROUP_BYTES = 64 * 1024 * 1024
 PROGRESS_EVERY = 500
 
-Progress = Callable[[str], None]
 
 
 class StagingError(RuntimeError):
     """Staging cannot run at all (for example: the data directory does not exist)."""
 
 
-class ContentChangedError(RuntimeError):
-    """The file's bytes changed between validation and copy: it was not stable after all."""
-
-
 @dataclass
 class StageReport:
-    """What one :func:`stage` call did; the DAG logs it and emits Asset events from ``published``."""
+    """What one :func:`stage` call did; the staging DAG logs it and returns it as its XCom."""
 
     staged: int = 0
     duplicates: int = 0
@@ -115,394 +78,6 @@ class StageReport:
         )
 
 
-# -- names ---------------------------------------------------------------------------------------
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def is_partial_name(name: str) -> bool:
-    """Hidden, temporary or in-progress names (what uploaders and Hadoop use while writing)."""
-    return name.startswith((".", "_")) or name.endswith(PARTIAL_SUFFIXES)
-
-
-def safe_name(name: str, max_len: int = SAFE_NAME_MAX) -> str:
-    """``name`` reduced to ``[A-Za-z0-9._-]``, not hidden, at most ``max_len`` characters.
-
-    Spark skips names starting with ``.``/``_`` and Hadoop paths choke on ``:``, globs and spaces,
-    so only these characters survive; no ``/`` means the result is always a single path component.
-    """
-    cleaned = _UNSAFE.sub("_", name).lstrip("._-")[:max_len].rstrip(".")
-    return cleaned or "file"
-
-
-def watch_name_for(sha256: str, landing_name: str) -> str:
-    """The name of a content in every watch folder: unique per content, readable, ends in ``.txt``."""
-    name = f"{sha256[:16]}-{safe_name(landing_name)}"
-    return name if name.endswith(".txt") else f"{name}.txt"
-
-
-def temp_name(final_name: str) -> str:
-    """Hidden, so neither Spark source lists a file that is still being written."""
-    return f".{final_name}.tmp"
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-# -- landing scan --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Candidate:
-    """A landing entry as first seen (lstat: links are never followed)."""
-
-    name: str
-    path: Path
-    kind: str  # file, symlink, fifo, socket, device
-    size: int
-    mtime_ns: int
-    dev: int
-    ino: int
-
-    @classmethod
-    def from_stat(cls, path: Path, st: os.stat_result) -> Candidate:
-        return cls(path.name, path, _kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
-
-    @property
-    def key(self) -> tuple[str, int, int, int, int]:
-        """What a :class:`LandingObservation` records of a file."""
-        return (self.name, self.size, self.mtime_ns, self.dev, self.ino)
-
-    def same_as(self, st: os.stat_result) -> bool:
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
-            self.dev, self.ino, self.size, self.mtime_ns)
-
-
-@dataclass
-class LandingScan:
-    ready: list[Candidate] = field(default_factory=list)  # regular files old enough
-    odd: list[Candidate] = field(default_factory=list)  # symlinks and other non-regular entries
-    directories: list[str] = field(default_factory=list)
-    fresh: int = 0  # regular files modified too recently
-    next_ready_ns: int | None = None  # when the first of the fresh files will be old enough
-    ignored: int = 0  # hidden/temp/partial names
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    return "device"
-
-
-def scan_landing(landing: Path, now: float, stable_seconds: float) -> LandingScan:
-    """Classify the top level of ``landing``; regular files oldest first (arrival order).
-
-    Only reads (the sensor calls it every second): a missing landing folder is an empty scan.
-    """
-    scan = LandingScan()
-    cutoff_ns = int((now - stable_seconds) * 1e9)
-    try:
-        listing = os.scandir(landing)
-    except FileNotFoundError:
-        return scan
-    with listing as entries:
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                scan.directories.append(entry.name)
-            elif is_partial_name(entry.name):
-                scan.ignored += 1
-            elif not stat.S_ISREG(st.st_mode):
-                scan.odd.append(Candidate.from_stat(Path(entry.path), st))
-            elif st.st_mtime_ns > cutoff_ns:
-                scan.fresh += 1
-                ready_ns = st.st_mtime_ns + int(stable_seconds * 1e9)
-                scan.next_ready_ns = min(ready_ns, scan.next_ready_ns or ready_ns)
-            else:
-                scan.ready.append(Candidate.from_stat(Path(entry.path), st))
-    scan.ready.sort(key=lambda c: (c.mtime_ns, c.name))
-    scan.odd.sort(key=lambda c: c.name)
-    scan.directories.sort()
-    return scan
-
-
-def _pause(seconds: float) -> None:
-    time.sleep(seconds)
-
-
-def still_unchanged(candidates: Sequence[Candidate]) -> tuple[list[Candidate], int]:
-    """The candidates whose size and mtime did not change since the scan, and how many did."""
-    stable: list[Candidate] = []
-    for candidate in candidates:
-        try:
-            st = os.lstat(candidate.path)
-        except FileNotFoundError:
-            continue
-        if candidate.same_as(st):
-            stable.append(candidate)
-    return stable, len(candidates) - len(stable)
-
-
-# -- the sensor's observation ---------------------------------------------------------------------
-OBSERVED_MAX = 1_000  # files named in one observation (an XCom); more are re-checked by the pause
-
-
-@dataclass(frozen=True)
-class LandingObservation:
-    """What the sensor saw: the ready landing files (lstat) and when it looked.
-
-    The sensor hands it to the staging task. A file that staging's own scan finds unchanged (same
-    inode, size and mtime) was unchanged for the whole hand-over between the two tasks, which is the
-    re-check the pause would make: when every ready file is such a file, staging waits only for what
-    is left of ``RECHECK_SECONDS`` since the sensor looked (nothing once the hand-over took that
-    long), then re-checks. So the guarantee stays what it was: a taken file had no write for
-    ``stable_seconds`` and then no change across at least ``RECHECK_SECONDS``. When a ready file was
-    not seen by the sensor, or seen differently, the whole pause is made, as without an observation.
-    Both tasks run on the same machine (one clock, one file system); an observation from elsewhere
-    simply matches nothing.
-    """
-
-    seen_at: float
-    files: tuple[tuple[str, int, int, int, int], ...]  # (name, size, mtime_ns, dev, ino)
-    waiting: int  # ready files and odd entries in landing when the sensor looked
-
-    @classmethod
-    def of(cls, scan: LandingScan, seen_at: float) -> LandingObservation:
-        files = tuple(c.key for c in scan.ready[:OBSERVED_MAX])
-        return cls(seen_at, files, len(scan.ready) + len(scan.odd))
-
-    def to_xcom(self) -> dict[str, Any]:
-        return {"seen_at": self.seen_at, "files": [list(f) for f in self.files], "waiting": self.waiting}
-
-    @classmethod
-    def from_xcom(cls, value: Any) -> LandingObservation | None:
-        """The observation pushed by the sensor; None for anything else (e.g. an older sensor's count)."""
-        try:
-            files = tuple((str(n), int(s), int(m), int(d), int(i)) for n, s, m, d, i in value["files"])
-            return cls(float(value["seen_at"]), files, int(value["waiting"]))
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-def observe_landing(settings: Settings, wait_seconds: float = 0.0) -> LandingObservation | None:
-    """The sensor's poke: an observation when a stable file (or an odd entry) is waiting, else None.
-
-    When nothing is ready yet but a fresh file will be old enough within ``wait_seconds``, it waits
-    for that moment and looks again, so a file is noticed when it becomes stable, not up to a poke
-    interval later. Only reads; a missing landing folder is nothing waiting.
-    """
-    now = time.time()
-    scan = scan_landing(settings.landing, now, settings.stable_seconds)
-    if not scan.ready and not scan.odd and scan.next_ready_ns is not None:
-        delay = scan.next_ready_ns / 1e9 - now
-        if 0 <= delay <= wait_seconds:
-            time.sleep(delay + 0.001)
-            now = time.time()
-            scan = scan_landing(settings.landing, now, settings.stable_seconds)
-    if not scan.ready and not scan.odd:
-        return None
-    return LandingObservation.of(scan, now)
-
-
-# -- validation ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Inspection:
-    sha256: str | None  # None when rejected: a hash of a partial read would mean nothing
-    size: int  # bytes read
-    problem: str | None
-
-
-_LINE_BREAK = re.compile(rb"[\r\n]")
-
-
-def _long_line(chunk: bytes, offset: int, line_start: int, limit: int) -> tuple[int, int | None]:
-    """Scan one chunk (at ``offset`` in the file) for the line breaks the engines split on.
-
-    Returns where the line that continues into the next chunk starts, and the start of a line longer
-    than ``limit`` bytes (None if there is none so far).
-    """
-    if limit >= len(chunk):  # only a line that spans chunks can be too long: look at the ends
-        breaks = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
-        if not breaks:
-            return line_start, line_start if offset + len(chunk) - line_start > limit else None
-        if offset + min(breaks) - line_start > limit:
-            return line_start, line_start
-        return offset + max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1, None
-    for match in _LINE_BREAK.finditer(chunk):
-        if offset + match.start() - line_start > limit:
-            return line_start, line_start
-        line_start = offset + match.end()
-    return line_start, line_start if offset + len(chunk) - line_start > limit else None
-
-
-def inspect_content(fd: int, max_bytes: int, max_line_bytes: int | None = None) -> Inspection:
-    """Hash and validate an open file in one pass of 1 MiB chunks (constant memory).
-
-    ``max_line_bytes`` rejects a file with a longer line (a line break is ``\\n`` or ``\\r``): the
-    engines hold each line, and its split into words, in memory at once.
-    """
-    hasher = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    total = 0
-    line_start = 0
-    while chunk := os.read(fd, CHUNK_BYTES):
-        start = total
-        total += len(chunk)
-        if total > max_bytes:
-            return Inspection(None, total, f"too large: more than {max_bytes} bytes")
-        nul = chunk.find(b"\x00")
-        if nul >= 0:
-            return Inspection(None, total, f"binary: NUL byte at offset {start + nul}")
-        if max_line_bytes is not None:
-            line_start, too_long = _long_line(chunk, start, line_start, max_line_bytes)
-            if too_long is not None:
-                return Inspection(None, total, f"line too long: more than {max_line_bytes} bytes without "
-                                               f"a line break, from byte offset {too_long}")
-        view = memoryview(chunk)
-        for part in range(0, len(chunk), DECODE_BYTES):
-            buffered = len(decoder.getstate()[0])
-            try:
-                decoder.decode(view[part:part + DECODE_BYTES])
-            except UnicodeDecodeError as error:
-                offset = start + part - buffered + error.start
-                return Inspection(None, total, f"not valid UTF-8: {error.reason} at byte offset {offset}")
-        hasher.update(chunk)
-    try:
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return Inspection(None, total, "not valid UTF-8: truncated multi-byte character at the end")
-    if total == 0:
-        return Inspection(None, 0, "empty file")
-    return Inspection(hasher.hexdigest(), total, None)
-
-
-# -- file operations -----------------------------------------------------------------------------
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make the renames in ``folder`` durable, not just visible (once per run: it costs a journal commit)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def flush_filesystem(folder: Path) -> None:
-    """Make every file written so far on ``folder``'s file system durable, in one flush (syncfs).
-
-    One flush for a whole group of copies instead of one fsync per copy: each fsync waits for the
-    disk on its own. Where ``syncfs`` does not exist, :func:`copy_to_temps` fsyncs each copy instead.
-    """
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if _LIBC is None or _LIBC.syncfs(fd) != 0:
-            error = 0 if _LIBC is None else ctypes.get_errno()
-            raise OSError(error, f"syncfs failed: {os.strerror(error)}", os.fspath(folder))
-    finally:
-        os.close(fd)
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syncfs.argtypes = [ctypes.c_int]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_LIBC = _load_libc()
-
-
-def copy_to_temps(source_fd: int, targets: Sequence[Path], sha256: str) -> list[Path]:
-    """Copy the open source, in one read, to the hidden temp name of every target; return the temps.
-
-    The copy is hashed again and must equal ``sha256``, the content that was validated; otherwise no
-    temp is left and :class:`ContentChangedError` is raised. The temps are not durable yet (see
-    :func:`flush_filesystem`) unless ``syncfs`` is missing, in which case each is fsync'ed here.
-    """
-    temps = [target.with_name(temp_name(target.name)) for target in targets]
-    outputs: list[int] = []
-    try:
-        for temp in temps:
-            outputs.append(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                                   | os.O_CLOEXEC, 0o644))
-        hasher = hashlib.sha256()
-        offset = 0
-        while chunk := os.pread(source_fd, CHUNK_BYTES, offset):
-            offset += len(chunk)
-            hasher.update(chunk)
-            for out in outputs:
-                _write_all(out, chunk)
-        if hasher.hexdigest() != sha256:
-            raise ContentChangedError("content changed between validation and copy")
-        if _LIBC is None:
-            for out in outputs:
-                os.fsync(out)
-    except BaseException:
-        for out in outputs:
-            os.close(out)
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        raise
-    for out in outputs:
-        os.close(out)
-    return temps
-
-
-def publish_temps(temps: Sequence[Path], targets: Sequence[Path]) -> None:
-    """Give durable temp copies their final names: mtime now, rename (the directory fsync follows)."""
-    for temp, target in zip(temps, targets, strict=True):
-        os.utime(temp)  # now: the copy is new to the engines whatever the original's age
-        os.replace(temp, target)
-
-
-def unique_path(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``folder/<stem>-<n><suffix>`` if that entry already exists."""
-    path = folder / name
-    n = 1
-    while os.path.lexists(path):
-        stem, dot, suffix = name.partition(".")
-        path = folder / (f"{stem}-{n}{dot}{suffix}")
-        n += 1
-    return path
-
-
-def move_entry(source: Path, dest: Path) -> None:
-    """Move a directory entry itself (a symlink stays a symlink), across file systems if needed."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(source, dest)
-    except OSError as error:
-        if error.errno != errno.EXDEV:
-            raise
-        shutil.move(os.fspath(source), os.fspath(dest))
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(temp_name(path.name))
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
-
-
-def reason_path(quarantined: Path) -> Path:
-    return quarantined.with_name(f"{quarantined.name}.reason.txt")
-
-
 def check_inside(path: Path, root: Path) -> Path:
     """Refuse any destination outside ``root`` (defence in depth; names are sanitised already)."""
     absolute = Path(os.path.abspath(path))
@@ -511,7 +86,6 @@ def check_inside(path: Path, root: Path) -> Path:
     return absolute
 
 
-# -- one run -------------------------------------------------------------------------------------
 class _Run:
     """The state of one staging run: settings, ledger, report, clock."""
 
@@ -690,7 +264,7 @@ class _Run:
         folders = {target.parent for item in written for target in item.to_write.values()}
         if not folders:
             return
-        if _LIBC is not None:
+        if HAS_SYNCFS:
             devices: set[int] = set()
             for folder in sorted(folders):
                 if (device := os.stat(folder).st_dev) not in devices:

@@ -2,8 +2,8 @@
 
 Builds the application command line from the run's Params, sets the environment spark-submit needs,
 and makes stopping the task stop Spark: first gracefully (stop marker, so the running batch commits),
-then the provider's own kill of spark-submit. The driver's watchdog (``wordstream.driver``) covers the
-rest: it exits when its JVM dies and stops when the task process disappears.
+then the provider's own kill of spark-submit. The driver's watchdog (:mod:`wordstream.engines.driver`)
+covers the rest: it exits when its JVM dies and stops when the task process disappears.
 """
 
 from __future__ import annotations
@@ -13,23 +13,12 @@ from typing import Any
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 from wordstream import control
-from wordstream.driver import STOP_WITH_LAUNCHER_ENV
-from wordstream.keys import check_key_mode
+from wordstream.engines.app_args import AppArgs
+from wordstream.engines.driver import STOP_WITH_LAUNCHER_ENV
 from wordstream.settings import Engine, Settings
 from wordstream.spark_env import application, spark_env
 
 GRACEFUL_KILL_SECONDS = 3.0
-
-
-def stream_args(settings: Settings, engine: Engine, params: dict[str, Any]) -> list[str]:
-    """The engine's command line from the run's Params (0 seconds of timeout = run until stopped)."""
-    timeout = int(params.get("timeout_seconds") or 0)
-    return settings.app_args(
-        engine,
-        keys=check_key_mode(str(params.get("keys", "words"))),
-        batch_seconds=int(params.get("batch_seconds") or settings.batch_seconds),
-        timeout=timeout or None,
-    )
 
 
 class StreamSubmitOperator(SparkSubmitOperator):
@@ -44,7 +33,7 @@ class StreamSubmitOperator(SparkSubmitOperator):
     def execute(self, context: Any) -> Any:
         settings = Settings.from_env()
         settings.ensure_dirs()
-        self.application_args = stream_args(settings, self.engine, dict(context["params"]))
+        self.application_args = AppArgs.from_params(settings, self.engine, context["params"]).to_argv()
         self.conf = {**settings.spark_conf(), **(self.conf or {})}
         self.env_vars = {
             **spark_env(),

@@ -22,6 +22,18 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 SPARK_APPS_DIR = REPO_DIR / "spark_apps"
 
 
+STAGING_DAG_ID = "stage_incoming_files"
+MAINTENANCE_DAG_ID = "streaming_maintenance"
+
+
+def stream_dag_id(engine: Engine) -> str:
+    """The DAG that runs ``engine``'s streaming application."""
+    return f"stream_{engine}"
+
+
+DAG_IDS: tuple[str, ...] = (*map(stream_dag_id, ENGINES), STAGING_DAG_ID, MAINTENANCE_DAG_ID)
+
+
 def check_engine(name: str) -> Engine:
     """Return ``name`` as an :data:`Engine`, or raise ValueError with the accepted names."""
     if name not in ENGINES:
@@ -120,21 +132,6 @@ class Settings:
         for engine in ENGINES:
             for path in (self.watch(engine), self.checkpoint(engine).parent, self.output(engine).parent):
                 path.mkdir(parents=True, exist_ok=True)
-
-    def app_args(self, engine: Engine, keys: KeyMode = "words", batch_seconds: int | None = None,
-                 timeout: int | None = None) -> list[str]:
-        """The Spark application's command line (architecture.md), as the DAGs and tests pass it."""
-        args = [
-            "--watch", str(self.watch(engine)),
-            "--checkpoint", str(self.checkpoint(engine)),
-            "--output", str(self.output(engine)),
-            "--state-dir", str(self.state),
-            "--keys", keys,
-            "--batch-seconds", str(batch_seconds or self.batch_seconds),
-        ]
-        if timeout:
-            args += ["--timeout", str(timeout)]
-        return args
 
     def spark_conf(self) -> dict[str, str]:
         """Spark settings every wordstream application runs with."""

@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from wordstream.durable import write_json_atomically
 
 LIVE_STATES = ("starting", "running", "stopping")
 T = TypeVar("T")
@@ -134,21 +135,6 @@ def request_stop(state_dir: Path, engine: str) -> None:
 
 def clear_stop(state_dir: Path, engine: str) -> None:
     stop_path(state_dir, engine).unlink(missing_ok=True)
-
-
-def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    """Readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_status(state_dir: Path, engine: str, **fields: Any) -> dict[str, Any]:

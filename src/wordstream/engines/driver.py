@@ -1,86 +1,33 @@
 """The life of a streaming driver, shared by both engines.
 
-Argument parsing, the engine lock, the stop marker / SIGTERM loop, per-batch progress lines and
-status, the ledger update, and the watchdogs that keep a driver from outliving whoever launched it.
-The engines differ only in how they build and stop their Spark stream (``spark_apps/``).
+The engine lock, the stop marker / SIGTERM loop, per-batch progress lines and status, the ledger
+update, and the watchdogs that keep a driver from outliving whoever launched it.
+The engines differ only in how they build and stop their Spark stream (:mod:`wordstream.engines`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 from wordstream import control, results
-from wordstream.keys import check_key_mode
-from wordstream.settings import KEY_MODES, KeyMode, Settings
+from wordstream.durable import write_json_atomically
+from wordstream.engines.app_args import AppArgs
+from wordstream.settings import Settings
 
 STOP_WITH_LAUNCHER_ENV = "WORDSTREAM_STOP_WITH_LAUNCHER"
 TOP_WORDS = 20
 # The status keeps this many recent batches, so the UI can chart rates without a history store.
 RECENT_BATCHES = 30
 EPOCH_FILE = "wordstream-epoch.json"
-
-
-@dataclass(frozen=True)
-class AppArgs:
-    """The application command line of architecture.md."""
-
-    watch: Path
-    checkpoint: Path
-    output: Path
-    state_dir: Path
-    keys: KeyMode
-    batch_seconds: int
-    timeout: float | None
-    available_now: bool
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not the usage block (see --help)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def parse_app_args(engine: str, argv: Sequence[str] | None = None) -> AppArgs:
-    """Parse and validate; on a bad argument print one line to stderr and exit 2."""
-    defaults = Settings.from_env()
-    parser = _OneLineParser(prog=f"{engine}_wordcount.py")
-    parser.add_argument("--watch", type=Path, required=True, help="directory the stream reads")
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True, help="Parquet results of this engine")
-    parser.add_argument("--state-dir", type=Path, required=True, help="lock, stop marker, status, ledger")
-    parser.add_argument("--keys", choices=KEY_MODES, default="words")
-    parser.add_argument("--batch-seconds", type=int, default=defaults.batch_seconds)
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="stop gracefully after this many seconds (absent: run until stopped)")
-    parser.add_argument("--available-now", action="store_true",
-                        help="process everything present, commit, exit 0 (structured only)")
-    ns = parser.parse_args(argv)
-    problems = []
-    if ns.batch_seconds < 1:
-        problems.append(f"--batch-seconds must be at least 1, got {ns.batch_seconds}")
-    if ns.timeout is not None and ns.timeout <= 0:
-        problems.append(f"--timeout must be positive, got {ns.timeout}")
-    if ns.available_now and engine != "structured":
-        problems.append("--available-now is supported by the structured engine only")
-    if not ns.watch.is_dir():
-        problems.append(f"--watch {ns.watch} is not a directory")
-    if problems:
-        parser.error("; ".join(problems))
-    return AppArgs(
-        watch=ns.watch.resolve(), checkpoint=ns.checkpoint.resolve(), output=ns.output.resolve(),
-        state_dir=ns.state_dir.resolve(), keys=check_key_mode(ns.keys), batch_seconds=ns.batch_seconds,
-        timeout=ns.timeout, available_now=ns.available_now,
-    )
 
 
 def spark_conf_defaults(conf: Any) -> Any:
@@ -103,7 +50,7 @@ def check_epoch(args: AppArgs, engine: str) -> None:
             )
     else:
         args.checkpoint.mkdir(parents=True, exist_ok=True)
-        control.write_json_atomically(marker, {"keys": args.keys, "engine": engine,
+        write_json_atomically(marker, {"keys": args.keys, "engine": engine,
                                                "started_at": control.utc_now()})
 
 
@@ -199,7 +146,7 @@ class Driver:
         self._top.add(batch)
 
     # -- the stop loop ----------------------------------------------------------------------
-    def run_until_stopped(self, await_termination: Callable[[float], bool]) -> str:
+    def run_until_stopped(self, await_termination: Callable[[int], bool]) -> str:
         """Poll every second until the stream ends, the timeout passes or a stop is requested.
 
         ``await_termination(seconds)`` returns True when the stream has terminated by itself.
@@ -207,7 +154,7 @@ class Driver:
         """
         deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
         while True:
-            if await_termination(1.0):
+            if await_termination(1):
                 return "terminated"
             if self.stop.should_stop():
                 return self.stop.reason

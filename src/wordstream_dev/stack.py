@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m wordstream.stack run      # start, unpause the DAGs, start a stream; Ctrl-C stops all
-    python -m wordstream.stack stop     # from another shell: stop what `run` started
-    python -m wordstream.stack status   # is it up, where, and what the streams are doing
+    python -m wordstream_dev.stack run      # start, unpause the DAGs, start a stream; Ctrl-C stops all
+    python -m wordstream_dev.stack stop     # from another shell: stop what `run` started
+    python -m wordstream_dev.stack status   # is it up, where, and what the streams are doing
 
 ``airflow standalone`` does not stop its children on SIGTERM, and Airflow runs each task in a
 process group of its own, so "stop Airflow" is done here, for every process the stack started:
@@ -48,13 +48,13 @@ from typing import Any
 
 import psutil
 
-from wordstream import control
-from wordstream.airflow_api import AirflowApiError, AirflowClient
-from wordstream.airflow_env import ADMIN_USER, AirflowInstance
-from wordstream.settings import ENGINES, Engine, Settings
+from wordstream import Progress, control
+from wordstream.durable import write_json_atomically
+from wordstream.settings import DAG_IDS, ENGINES, Engine, Settings, stream_dag_id
+from wordstream_dev.airflow_api import AirflowApiError, AirflowClient
+from wordstream_dev.airflow_env import ADMIN_USER, AirflowInstance
 
-DAG_IDS = ("stream_structured", "stream_dstream", "stage_incoming_files", "streaming_maintenance")
-STARTED_STREAM = "stream_structured"
+STARTED_STREAM = stream_dag_id("structured")
 STACK_ID_ENV = "WORDSTREAM_STACK_ID"
 STATE_FILE = "stack.json"
 PID_FILE = "stack.pid"
@@ -62,7 +62,6 @@ LOG_FILE = "airflow.log"
 DB_STAMP = ".wordstream-db-version"
 MIN_JAVA = 17
 
-Progress = Callable[[str], None]
 
 
 def say(message: str) -> None:
@@ -215,7 +214,7 @@ class Stack:
         return self.instance.repo_dir / "spark_apps"
 
     def environment(self, stack_id: str | None = None) -> dict[str, str]:
-        """Airflow's environment (:mod:`wordstream.airflow_env`), tagged with this stack's id."""
+        """Airflow's environment (:mod:`wordstream_dev.airflow_env`), tagged with this stack's id."""
         env = self.instance.environment(self.base_env)
         # A caller's test configuration or config file must not leak into a real Airflow.
         for name in ("AIRFLOW_CONFIG", "AIRFLOW__CORE__UNIT_TEST_MODE"):
@@ -473,7 +472,7 @@ class Stack:
             else:
                 self.progress(f"  {engine} did not stop within {self.stream_stop_timeout:g} s: killing it")
         if stopped:
-            self._wait_stream_runs_finished([f"stream_{engine}" for engine in stopped])
+            self._wait_stream_runs_finished([stream_dag_id(engine) for engine in stopped])
         return running
 
     def _wait_stream_runs_finished(self, dag_ids: list[str], timeout: float = 45.0) -> None:
@@ -582,7 +581,7 @@ class Stack:
     # -- internals ------------------------------------------------------------------------------
     def _write_state(self, state: Mapping[str, Any]) -> None:
         self._last_state = dict(state)
-        control.write_json_atomically(self.state_file, self._last_state)
+        write_json_atomically(self.state_file, self._last_state)
 
     def _rotate_log(self) -> None:
         if self.log_file.exists() and self.log_file.stat().st_size > 0:
@@ -608,7 +607,7 @@ def _runner(stack: Stack) -> psutil.Process | None:
     try:
         pid = int(stack.pid_file.read_text().strip())
         proc = psutil.Process(pid)
-        if _alive(proc) and pid != os.getpid() and "wordstream.stack" in " ".join(proc.cmdline()):
+        if _alive(proc) and pid != os.getpid() and "wordstream_dev.stack" in " ".join(proc.cmdline()):
             return proc
     except (FileNotFoundError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
         pass
@@ -726,7 +725,8 @@ COMMANDS: dict[str, Callable[[Stack], int]] = {"run": cmd_run, "stop": cmd_stop,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wordstream.stack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m wordstream_dev.stack",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=sorted(COMMANDS))
     args = parser.parse_args(argv)
     try:

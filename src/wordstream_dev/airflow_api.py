@@ -12,11 +12,13 @@ Every HTTP failure raises :class:`AirflowApiError` naming the method, URL, statu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
+
+from wordstream import Progress
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 # SQLite answers "database is locked" under bursts of writes; the API server turns that into a 500.
@@ -24,7 +26,6 @@ TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "PATCH", "DELETE"})
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 
-Progress = Callable[[str], None]
 
 
 def _quiet(_line: str) -> None:

@@ -1,0 +1,102 @@
+"""File operations that survive a crash: readers see the old or the new, and a rename is durable.
+
+Used by staging, maintenance and the stop/status protocol. ``syncfs`` (one flush of a whole file
+system) is reached through ctypes: Python's ``os`` module does not expose it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable, not just visible (it costs a journal commit)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syncfs.argtypes = [ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
+HAS_SYNCFS = _LIBC is not None
+
+
+def flush_filesystem(folder: Path) -> None:
+    """Make every file written so far on ``folder``'s file system durable, in one flush (syncfs).
+
+    One flush for a whole group of files instead of one fsync per file: each fsync waits for the
+    disk on its own. Callers fsync each file instead where :data:`HAS_SYNCFS` is false.
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _LIBC is None or _LIBC.syncfs(fd) != 0:
+            error = 0 if _LIBC is None else ctypes.get_errno()
+            raise OSError(error, f"syncfs failed: {os.strerror(error)}", os.fspath(folder))
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one; the new one is on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """:func:`write_text_atomically` of ``payload`` as indented, key-sorted JSON."""
+    write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True))
+
+
+def unique_path(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/<stem>-<n><suffix>`` if that entry already exists."""
+    path = folder / name
+    n = 1
+    while os.path.lexists(path):
+        stem, dot, suffix = name.partition(".")
+        path = folder / (f"{stem}-{n}{dot}{suffix}")
+        n += 1
+    return path
+
+
+def move_entry(source: Path, dest: Path) -> None:
+    """Move a directory entry itself (a symlink stays a symlink), across file systems if needed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(source, dest)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        shutil.move(os.fspath(source), os.fspath(dest))

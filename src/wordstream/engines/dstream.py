@@ -1,0 +1,171 @@
+"""DStream word count: the tutorial's ``textFileStream`` + ``reduceByKey``, made durable and exactly-once.
+
+``StreamingContext(sc, batch_seconds)`` → ``textFileStream(watch)`` → keys → ``map(lambda k: (k, 1))``
+→ ``reduceByKey`` → ``pprint()``, plus a Parquet sink of each batch's counts, replacing the folder of
+its batch time, so a batch recomputed after a crash is written once. The context is recovered from its
+checkpoint (``StreamingContext.getOrCreate``): batches that were pending, and the batches of the time
+the driver was down, are computed on restart, so files published meanwhile are counted.
+
+The same four parts as :mod:`wordstream.engines.structured`: the pipeline, the sink, the progress
+report after each batch, and the graceful stop; :func:`main` wires them to a
+:class:`~wordstream.engines.driver.Driver` (``spark_apps/dstream_wordcount.py`` calls it).
+
+The batch functions live in this importable module, not in the application file, because a DStream
+checkpoint pickles them: functions of ``__main__`` would be pickled by value with everything they
+touch, functions of a module are pickled by reference and found again on recovery. For the same
+reason a recovered batch function cannot be handed the driver: it finds it in :data:`_RUN`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from operator import add
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wordstream import results
+from wordstream.engines import app_args, spark_probes
+from wordstream.engines.app_args import AppArgs
+from wordstream.engines.driver import Driver, check_epoch, spark_conf_defaults
+from wordstream.engines.keys import line_keys
+
+if TYPE_CHECKING:
+    from pyspark import RDD, SparkContext
+    from pyspark.streaming import StreamingContext
+
+ENGINE = "dstream"
+SCHEMA = "key string, count long"
+
+
+@dataclass
+class _Run:
+    """This driver's side of the batch functions: set by :func:`main`, read by restored functions."""
+
+    driver: Driver | None = None
+    fresh_epoch: bool = False  # create_context built a new context instead of recovering one
+    lines_in: dict[int, tuple[int, float]] = field(default_factory=dict)  # batch id -> (lines, started)
+
+
+_RUN = _Run()
+
+
+def batch_id_of(batch_time: datetime) -> int:
+    """A batch's id is its batch time in epoch milliseconds: stable across recovery."""
+    return round(batch_time.timestamp() * 1000)
+
+
+# -- pipeline ------------------------------------------------------------------------------------
+def pipeline(sc: SparkContext, args: AppArgs) -> StreamingContext:
+    """The tutorial's pipeline; called only when there is no checkpoint to recover from."""
+    from pyspark import StorageLevel
+    from pyspark.streaming import StreamingContext
+
+    _RUN.fresh_epoch = True
+    ssc = StreamingContext(sc, args.batch_seconds)
+    lines = ssc.textFileStream(str(args.watch))
+    lines.persist(StorageLevel.MEMORY_AND_DISK)  # read once, used by both output operations
+    counts = (
+        lines
+        .flatMap(partial(line_keys, mode=args.keys))
+        .map(lambda key: (key, 1))
+        .reduceByKey(add)
+    )
+    lines.foreachRDD(count_input)
+    counts.pprint()
+    counts.foreachRDD(sink(str(args.output)))
+    ssc.checkpoint(str(args.checkpoint))
+    return ssc
+
+
+def count_input(batch_time: datetime, lines: RDD[str]) -> None:
+    """First output operation of a batch: how many lines came in (from the cached batch)."""
+    _RUN.lines_in[batch_id_of(batch_time)] = (spark_probes.jvm_count(lines), time.monotonic())
+
+
+# -- sink ----------------------------------------------------------------------------------------
+def persist_counts(output: str, batch_time: datetime, counts: RDD[tuple[str, int]]) -> None:
+    """Second output operation: write the batch's counts, then report the batch."""
+    batch_id = batch_id_of(batch_time)
+    rows_in, started = _RUN.lines_in.pop(batch_id, (0, time.monotonic()))
+    rows_out = 0
+    driver = _RUN.driver
+    if rows_in:
+        from pyspark.sql import SparkSession
+
+        frame = SparkSession.builder.getOrCreate().createDataFrame(counts, SCHEMA)
+        written = results.write_batch(frame, Path(output), batch_id)
+        if written is not None:
+            rows_out = written.rows.num_rows
+            if driver is not None:
+                driver.batch_written(written)
+    if driver is not None and (rows_in or rows_out):
+        report(driver, batch_id, rows_in, started, counts, rows_out)
+
+
+def sink(output: str) -> Any:
+    """foreachRDD tells ``(rdd)`` from ``(time, rdd)`` by arity, so bind the output in a closure."""
+
+    def persist(batch_time: datetime, counts: RDD[tuple[str, int]]) -> None:
+        persist_counts(output, batch_time, counts)
+
+    return persist
+
+
+# -- progress ------------------------------------------------------------------------------------
+def report(driver: Driver, batch_id: int, rows_in: int, started: float, counts: RDD[Any],
+           rows_out: int) -> None:
+    """One batch done: its files from the lineage, its rows and duration."""
+    driver.batch_done(batch_id, rows_in, time.monotonic() - started,
+                      spark_probes.dstream_batch_files(counts), rows_out)
+
+
+def announce_waiting_files(watch: Path) -> int:
+    """Give files already waiting in a fresh epoch's watch folder a new mtime, so they are counted.
+
+    ``textFileStream`` takes only files modified after the stream started. A new epoch (first start,
+    or after a reset) would otherwise skip files staged before it came up. Only the mtime changes;
+    a recovered context needs none of this, since its down-time batches find those files.
+    """
+    touched = 0
+    for path in sorted(watch.iterdir()):
+        if path.is_file() and not path.name.startswith((".", "_")):
+            os.utime(path)
+            touched += 1
+    return touched
+
+
+# -- stop ----------------------------------------------------------------------------------------
+def stop(ssc: StreamingContext) -> None:
+    """DStreams stop gracefully: the batches already generated finish, then the context stops."""
+    ssc.stop(stopSparkContext=True, stopGraceFully=True)
+
+
+# -- the application -----------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    from pyspark import SparkConf, SparkContext
+    from pyspark.streaming import StreamingContext
+
+    args = app_args.parse(ENGINE, argv)
+    with Driver(ENGINE, args) as driver:
+        _RUN.driver = driver
+        check_epoch(args, ENGINE)
+        conf = spark_conf_defaults(SparkConf().setAppName("wordstream-dstream"))
+        sc = SparkContext.getOrCreate(conf)
+        ssc = StreamingContext.getOrCreate(str(args.checkpoint), lambda: pipeline(sc, args))
+        ssc.start()
+        if _RUN.fresh_epoch:
+            waiting = announce_waiting_files(args.watch)
+            driver.log(f"new epoch: {waiting} files already waiting in {args.watch}")
+        driver.running()
+        # pyspark's stub types awaitTerminationOrTimeout as returning None; it returns "has it stopped".
+        awaiting: Any = ssc
+        reason = driver.run_until_stopped(lambda seconds: bool(awaiting.awaitTerminationOrTimeout(seconds)))
+        if reason != "terminated":
+            driver.stopping()
+        stop(ssc)
+    return 0

@@ -1,0 +1,149 @@
+"""Structured Streaming word count: the tutorial's query, made durable and exactly-once.
+
+``spark.readStream.text(watch)`` → keys → ``groupBy("key").count()`` in outputMode ``update``. Each
+micro-batch is printed as the tutorial's console sink prints it and persisted to Parquet through
+``foreachBatch``, replacing the batch's folder, so a batch replayed after a crash is written once.
+The running totals live in Spark state, recovered from the checkpoint.
+
+The same four parts as :mod:`wordstream.engines.dstream`: the pipeline, the sink, the progress
+report after each committed batch, and the graceful stop; :func:`main` wires them to a
+:class:`~wordstream.engines.driver.Driver` (``spark_apps/structured_wordcount.py`` calls it).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark import SparkConf
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+
+from wordstream import results
+from wordstream.engines import app_args, spark_probes
+from wordstream.engines.app_args import AppArgs
+from wordstream.engines.driver import Driver, check_epoch, spark_conf_defaults
+from wordstream.engines.keys import count_keys
+
+ENGINE = "structured"
+CONSOLE_ROWS = 20
+
+
+# -- pipeline ------------------------------------------------------------------------------------
+def pipeline(spark: SparkSession, args: AppArgs, driver: Driver) -> StreamingQuery:
+    """Start the tutorial's query with the durable sink and the progress listener."""
+    progress = Progress(args, driver)
+    spark.streams.addListener(progress)
+    lines = spark.readStream.text(str(args.watch))
+    counts = count_keys(lines, args.keys)
+    writer = (
+        counts.writeStream
+        .queryName("wordstream_structured")
+        .outputMode("update")
+        .option("checkpointLocation", str(args.checkpoint))
+        .foreachBatch(sink(args, driver, progress))
+    )
+    if args.available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{args.batch_seconds} seconds")
+    return writer.start()
+
+
+# -- sink ----------------------------------------------------------------------------------------
+def print_console(batch: results.WrittenBatch, batch_id: int) -> None:
+    """What the tutorial's ``format("console")`` sink prints, into the driver log.
+
+    Printed from the rows just written, so showing them costs no Spark job of its own.
+    """
+    rows = [(row["key"], row["count"]) for row in batch.rows.slice(0, CONSOLE_ROWS).to_pylist()]
+    print("-------------------------------------------")
+    print(f"Batch: {batch_id}")
+    print("-------------------------------------------")
+    print(results.show_string(("key", "count"), rows, batch.rows.num_rows))
+    sys.stdout.flush()
+
+
+def sink(args: AppArgs, driver: Driver, progress: Progress) -> Any:
+    """foreachBatch: replace the batch's Parquet folder, then print it like the console sink.
+
+    The stateful batch is computed once, by the write.
+    """
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        written = results.write_batch(batch, args.output, batch_id)
+        if written is not None:
+            print_console(written, batch_id)
+            driver.batch_written(written)
+        progress.keys_out[batch_id] = 0 if written is None else written.rows.num_rows
+
+    return write
+
+
+# -- progress ------------------------------------------------------------------------------------
+class Progress(StreamingQueryListener):
+    """Reports each committed batch from Spark's own progress event (rows, rates, duration).
+
+    The event comes after the batch's commit, so the ledger marks its files processed only then.
+    """
+
+    def __init__(self, args: AppArgs, driver: Driver) -> None:
+        self.args = args
+        self.driver = driver
+        self.keys_out: dict[int, int] = {}
+        self.reported = -1
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        progress = event.progress
+        if progress.batchId <= self.reported or progress.batchId not in self.keys_out:
+            return  # a no-data trigger, or a batch already reported
+        self.reported = progress.batchId
+        self.driver.batch_done(
+            progress.batchId,
+            rows_in=progress.numInputRows,
+            seconds=progress.durationMs.get("triggerExecution", 0) / 1000,
+            files=spark_probes.structured_batch_files(self.args.checkpoint, progress.batchId),
+            rows_out=self.keys_out.pop(progress.batchId),
+            input_rate=progress.inputRowsPerSecond,
+        )
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass
+
+
+# -- stop ----------------------------------------------------------------------------------------
+def stop(query: StreamingQuery, patience: float = 30.0) -> None:
+    """Let the running batch commit, then stop (Structured Streaming has no graceful stop)."""
+    deadline = time.monotonic() + patience
+    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    query.stop()
+
+
+# -- the application -----------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    args = app_args.parse(ENGINE, argv)
+    with Driver(ENGINE, args) as driver:
+        check_epoch(args, ENGINE)
+        conf = spark_conf_defaults(SparkConf().setAppName("wordstream-structured"))
+        spark = SparkSession.builder.config(conf=conf).getOrCreate()
+        try:
+            query = pipeline(spark, args, driver)
+            driver.running()
+            reason = driver.run_until_stopped(lambda seconds: bool(query.awaitTermination(seconds)))
+            if reason != "terminated":
+                driver.stopping()
+                stop(query)
+            if query.exception() is not None:
+                raise RuntimeError(f"streaming query failed: {query.exception()}")
+        finally:
+            spark.stop()
+    return 0

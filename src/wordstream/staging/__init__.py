@@ -1,0 +1,67 @@
+"""Staging: stable files from ``data/landing/`` become validated, atomic copies in each watch folder.
+
+This is the only writer of ``data/watch/<engine>/``. One :func:`stage` call handles every stable file
+in landing (thousands are fine) and returns a :class:`StageReport`:
+
+1. **Stable only.** A regular file is taken when its name is not hidden/temporary/partial (``.x``,
+   ``_x``, ``*.tmp``, ``*._COPYING_``, ``*.part``), its mtime is at least ``stable_seconds`` old and
+   its size and mtime do not change across a short re-check: a pause of ``RECHECK_SECONDS``, or the
+   hand-over from the sensor task that saw the file (see :class:`LandingObservation`). Symlinks,
+   FIFOs, sockets and devices are never followed or opened: the entry itself is moved to quarantine.
+   Directories are left alone (staging does not recurse) and named once per run in the progress
+   output.
+2. **Validated while hashed**, in one streaming read of 1 MiB chunks: readable, non-empty, at most
+   ``max_file_bytes``, UTF-8 (incremental decoder, so a character split across chunks is fine), no NUL
+   byte, no line longer than ``max_line_bytes`` (an engine that gets one runs out of memory on every
+   retry). A reject goes to ``data/quarantine/<id>-<safe name>`` with ``<that name>.reason.txt``.
+3. **Deduplicated by sha256**, per engine: content every engine already has (or had, processed) is a
+   ``duplicate`` and is only archived. A delivery ``returned`` by a reset is published again to that
+   engine only.
+4. **Published atomically**, a group of files at a time (up to ``GROUP_FILES`` files or
+   ``GROUP_BYTES``): copied into ``.<name>.tmp`` in the same watch folder, the copy hashed again and
+   compared with the validated content (a producer who rewrote the file in place is caught even when
+   size and mtime are kept), the group's copies made durable by one ``syncfs`` (an fsync per copy
+   where ``syncfs`` does not exist), mtime set to now (the DStream source ignores files older than its
+   remember window), renamed to ``<sha256[:16]>-<safe name>.txt``, and the watch folders fsync'ed
+   before anything is recorded as published or archived. Each engine gets its own copy, not a hard
+   link: linked files share one mtime, so touching one engine's file would touch the other's.
+5. **Archived**: the original moves to ``data/archive/<YYYY-MM-DD UTC>/<id>-<safe name>``.
+
+Crash safety: runs are serialised by ``data/state/staging.lock`` (also taken by a reset while it empties
+a watch folder). The ledger records each intent before the file operation it announces (the intents of
+a group in one transaction, before any of its files is renamed or moved), and
+:func:`recover` starts every run by finishing what a dead run left: hidden temp files are removed, a
+``publishing`` delivery whose final watch file exists is recorded as published (never copied again),
+one without it is withdrawn, and a ``landed`` row whose original was already moved gets its final
+status. A landing file with an unfinished row is resumed, not taken for a duplicate. Final watch names
+appear only by rename of a complete, durable temp copy, so no partial file is ever visible under a
+name Spark reads, not even after a power cut.
+
+Names: every name staging writes is built from the content hash and a sanitised copy of the landing
+name (only ``[A-Za-z0-9._-]``, bounded, never hidden), so no landing name can escape ``data_dir`` or
+collide. A missing landing folder is created (with the rest of the layout) when the data directory
+exists; a missing data directory is an error, because it means a wrong ``WORDSTREAM_DATA_DIR``.
+
+The modules follow the steps: :mod:`~wordstream.staging.names`, :mod:`~wordstream.staging.landing`
+(step 1 and the sensor's hand-over), :mod:`~wordstream.staging.validation` (step 2),
+:mod:`~wordstream.staging.publish` (the copies of step 4) and :mod:`~wordstream.staging.run` (the
+transaction of one run: steps 3 to 5 and the recovery).
+"""
+
+from wordstream.staging.landing import RECHECK_SECONDS, LandingObservation, observe_landing
+from wordstream.staging.names import is_partial_name, is_temp_name, safe_name, watch_name_for
+from wordstream.staging.run import STAGING_LOCK, StageReport, StagingError, stage
+
+__all__ = [
+    "RECHECK_SECONDS",
+    "STAGING_LOCK",
+    "LandingObservation",
+    "StageReport",
+    "StagingError",
+    "is_partial_name",
+    "is_temp_name",
+    "observe_landing",
+    "safe_name",
+    "stage",
+    "watch_name_for",
+]

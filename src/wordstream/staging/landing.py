@@ -1,0 +1,186 @@
+"""The landing folder as staging sees it: which entries are stable, and what the sensor saw.
+
+A regular file is taken when its name is not hidden/temporary/partial, its mtime is at least
+``stable_seconds`` old and its size and mtime do not change across a short re-check: a pause of
+``RECHECK_SECONDS``, or the hand-over from the sensor task that saw the file (see
+:class:`LandingObservation`). Everything here only reads (lstat: links are never followed).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wordstream.settings import Settings
+from wordstream.staging.names import is_partial_name
+
+RECHECK_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A landing entry as first seen (lstat: links are never followed)."""
+
+    name: str
+    path: Path
+    kind: str  # file, symlink, fifo, socket, device
+    size: int
+    mtime_ns: int
+    dev: int
+    ino: int
+
+    @classmethod
+    def from_stat(cls, path: Path, st: os.stat_result) -> Candidate:
+        return cls(path.name, path, _kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+    @property
+    def key(self) -> tuple[str, int, int, int, int]:
+        """What a :class:`LandingObservation` records of a file."""
+        return (self.name, self.size, self.mtime_ns, self.dev, self.ino)
+
+    def same_as(self, st: os.stat_result) -> bool:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
+            self.dev, self.ino, self.size, self.mtime_ns)
+
+
+@dataclass
+class LandingScan:
+    ready: list[Candidate] = field(default_factory=list)  # regular files old enough
+    odd: list[Candidate] = field(default_factory=list)  # symlinks and other non-regular entries
+    directories: list[str] = field(default_factory=list)
+    fresh: int = 0  # regular files modified too recently
+    next_ready_ns: int | None = None  # when the first of the fresh files will be old enough
+    ignored: int = 0  # hidden/temp/partial names
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "device"
+
+
+def scan_landing(landing: Path, now: float, stable_seconds: float) -> LandingScan:
+    """Classify the top level of ``landing``; regular files oldest first (arrival order).
+
+    Only reads (the sensor calls it every second): a missing landing folder is an empty scan.
+    """
+    scan = LandingScan()
+    cutoff_ns = int((now - stable_seconds) * 1e9)
+    try:
+        listing = os.scandir(landing)
+    except FileNotFoundError:
+        return scan
+    with listing as entries:
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                scan.directories.append(entry.name)
+            elif is_partial_name(entry.name):
+                scan.ignored += 1
+            elif not stat.S_ISREG(st.st_mode):
+                scan.odd.append(Candidate.from_stat(Path(entry.path), st))
+            elif st.st_mtime_ns > cutoff_ns:
+                scan.fresh += 1
+                ready_ns = st.st_mtime_ns + int(stable_seconds * 1e9)
+                scan.next_ready_ns = min(ready_ns, scan.next_ready_ns or ready_ns)
+            else:
+                scan.ready.append(Candidate.from_stat(Path(entry.path), st))
+    scan.ready.sort(key=lambda c: (c.mtime_ns, c.name))
+    scan.odd.sort(key=lambda c: c.name)
+    scan.directories.sort()
+    return scan
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def still_unchanged(candidates: Sequence[Candidate]) -> tuple[list[Candidate], int]:
+    """The candidates whose size and mtime did not change since the scan, and how many did."""
+    stable: list[Candidate] = []
+    for candidate in candidates:
+        try:
+            st = os.lstat(candidate.path)
+        except FileNotFoundError:
+            continue
+        if candidate.same_as(st):
+            stable.append(candidate)
+    return stable, len(candidates) - len(stable)
+
+
+# -- the sensor's observation ---------------------------------------------------------------------
+OBSERVED_MAX = 1_000  # files named in one observation (an XCom); more are re-checked by the pause
+
+
+@dataclass(frozen=True)
+class LandingObservation:
+    """What the sensor saw: the ready landing files (lstat) and when it looked.
+
+    The sensor hands it to the staging task. A file that staging's own scan finds unchanged (same
+    inode, size and mtime) was unchanged for the whole hand-over between the two tasks, which is the
+    re-check the pause would make: when every ready file is such a file, staging waits only for what
+    is left of ``RECHECK_SECONDS`` since the sensor looked (nothing once the hand-over took that
+    long), then re-checks. So the guarantee stays what it was: a taken file had no write for
+    ``stable_seconds`` and then no change across at least ``RECHECK_SECONDS``. When a ready file was
+    not seen by the sensor, or seen differently, the whole pause is made, as without an observation.
+    Both tasks run on the same machine (one clock, one file system); an observation from elsewhere
+    simply matches nothing.
+    """
+
+    seen_at: float
+    files: tuple[tuple[str, int, int, int, int], ...]  # (name, size, mtime_ns, dev, ino)
+    waiting: int  # ready files and odd entries in landing when the sensor looked
+
+    @classmethod
+    def of(cls, scan: LandingScan, seen_at: float) -> LandingObservation:
+        files = tuple(c.key for c in scan.ready[:OBSERVED_MAX])
+        return cls(seen_at, files, len(scan.ready) + len(scan.odd))
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {"seen_at": self.seen_at, "files": [list(f) for f in self.files], "waiting": self.waiting}
+
+    @classmethod
+    def from_xcom(cls, value: Any) -> LandingObservation | None:
+        """The observation pushed by the sensor; None for anything else (e.g. an older sensor's count)."""
+        try:
+            files = tuple((str(n), int(s), int(m), int(d), int(i)) for n, s, m, d, i in value["files"])
+            return cls(float(value["seen_at"]), files, int(value["waiting"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def observe_landing(settings: Settings, wait_seconds: float = 0.0) -> LandingObservation | None:
+    """The sensor's poke: an observation when a stable file (or an odd entry) is waiting, else None.
+
+    When nothing is ready yet but a fresh file will be old enough within ``wait_seconds``, it waits
+    for that moment and looks again, so a file is noticed when it becomes stable, not up to a poke
+    interval later. Only reads; a missing landing folder is nothing waiting.
+    """
+    now = time.time()
+    scan = scan_landing(settings.landing, now, settings.stable_seconds)
+    if not scan.ready and not scan.odd and scan.next_ready_ns is not None:
+        delay = scan.next_ready_ns / 1e9 - now
+        if 0 <= delay <= wait_seconds:
+            time.sleep(delay + 0.001)
+            now = time.time()
+            scan = scan_landing(settings.landing, now, settings.stable_seconds)
+    if not scan.ready and not scan.odd:
+        return None
+    return LandingObservation.of(scan, now)
+
