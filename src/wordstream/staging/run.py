@@ -107,8 +107,10 @@ class _Run:
     def recover(self) -> None:
         """Finish what a run that died left behind (see the module docstring)."""
         removed = 0
-        for engine in ENGINES:
-            with os.scandir(self.settings.watch(engine)) as entries:
+        # Hidden temp files: copies into the watch folders, reason files in quarantine (whose other
+        # entries all have sanitised names, never hidden).
+        for folder in (*map(self.settings.watch, ENGINES), self.settings.quarantine):
+            with os.scandir(folder) as entries:
                 for entry in entries:
                     if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
                         os.unlink(entry.path)
