@@ -58,6 +58,9 @@ class Settings:
     data_dir: Path
     batch_seconds: int = 2
     stable_seconds: int = 1
+    # One staging DAG run stages in waves for this long (at most one run per this many seconds).
+    staging_run_seconds: int = 60
+    staging_inotify: int = 1  # 0: the staging loop scans landing every 0.25 s instead of using inotify
     max_file_bytes: int = 256 * 1024 * 1024
     # A line is split into words in memory, in one piece: 4 MiB of one-letter words is about what a
     # 1 GiB driver counts safely; a file with a longer line is quarantined.
@@ -75,6 +78,8 @@ class Settings:
             data_dir=data_dir,
             batch_seconds=_env_int(env, "WORDSTREAM_BATCH_SECONDS", cls.batch_seconds),
             stable_seconds=_env_int(env, "WORDSTREAM_STABLE_SECONDS", cls.stable_seconds),
+            staging_run_seconds=_env_int(env, "WORDSTREAM_STAGING_RUN_SECONDS", cls.staging_run_seconds),
+            staging_inotify=_env_int(env, "WORDSTREAM_STAGING_INOTIFY", cls.staging_inotify),
             max_file_bytes=_env_int(env, "WORDSTREAM_MAX_FILE_BYTES", cls.max_file_bytes),
             max_line_bytes=_env_int(env, "WORDSTREAM_MAX_LINE_BYTES", cls.max_line_bytes),
             shuffle_partitions=_env_int(env, "WORDSTREAM_SHUFFLE_PARTITIONS", cls.shuffle_partitions),

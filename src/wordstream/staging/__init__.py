@@ -1,12 +1,16 @@
 """Staging: stable files from ``data/landing/`` become validated, atomic copies in each watch folder.
 
-This is the only writer of ``data/watch/<engine>/``. One :func:`stage` call handles every stable file
-in landing (thousands are fine) and returns a :class:`StageReport`:
+This is the only writer of ``data/watch/<engine>/``. One :func:`stage` call (a *wave*) handles every
+stable file in landing (thousands are fine) and returns a :class:`StageReport`; the staging DAG's
+task runs :func:`stage_until`, waves until a deadline, so one DAG run serves a sustained arrival
+(:mod:`~wordstream.staging.loop`). Each wave:
 
 1. **Stable only.** A regular file is taken when its name is not hidden/temporary/partial (``.x``,
-   ``_x``, ``*.tmp``, ``*._COPYING_``, ``*.part``), its mtime is at least ``stable_seconds`` old and
-   its size and mtime do not change across a short re-check: a pause of ``RECHECK_SECONDS``, or the
-   hand-over from the sensor task that saw the file (see :class:`LandingObservation`). Symlinks,
+   ``_x``, ``*.tmp``, ``*._COPYING_``, ``*.part``), its mtime is at least ``stable_seconds`` old, and
+   two looks at least ``RECHECK_SECONDS`` apart found the same inode, size and mtime, the second one
+   after it became stable (the re-check). The first look is the earliest on record: the sensor's
+   (see :class:`LandingObservation`), the staging loop's while the file waited out its stability
+   window, or else the wave's own scan, followed by a pause of ``RECHECK_SECONDS``. Symlinks,
    FIFOs, sockets and devices are never followed or opened: the entry itself is moved to quarantine.
    Directories are left alone (staging does not recurse) and named once per run in the progress
    output.
@@ -27,10 +31,10 @@ in landing (thousands are fine) and returns a :class:`StageReport`:
    link: linked files share one mtime, so touching one engine's file would touch the other's.
 5. **Archived**: the original moves to ``data/archive/<YYYY-MM-DD UTC>/<id>-<safe name>``.
 
-Crash safety: runs are serialised by ``data/state/staging.lock`` (also taken by a reset while it empties
-a watch folder). The ledger records each intent before the file operation it announces (the intents of
-a group in one transaction, before any of its files is renamed or moved), and
-:func:`recover` starts every run by finishing what a dead run left: hidden temp files are removed, a
+Crash safety: waves are serialised by ``data/state/staging.lock``, held for one wave (also taken by a
+reset while it empties a watch folder). The ledger records each intent before the file operation it
+announces (the intents of a group in one transaction, before any of its files is renamed or moved),
+and ``recover`` starts every wave by finishing what a dead one left: hidden temp files are removed, a
 ``publishing`` delivery whose final watch file exists is recorded as published (never copied again),
 one without it is withdrawn, and a ``landed`` row whose original was already moved gets its final
 status. A landing file with an unfinished row is resumed, not taken for a duplicate. Final watch names
@@ -44,11 +48,13 @@ exists; a missing data directory is an error, because it means a wrong ``WORDSTR
 
 The modules follow the steps: :mod:`~wordstream.staging.names`, :mod:`~wordstream.staging.landing`
 (step 1 and the sensor's hand-over), :mod:`~wordstream.staging.validation` (step 2),
-:mod:`~wordstream.staging.publish` (the copies of step 4) and :mod:`~wordstream.staging.run` (the
-transaction of one run: steps 3 to 5 and the recovery).
+:mod:`~wordstream.staging.publish` (the copies of step 4), :mod:`~wordstream.staging.run` (the
+transaction of one wave: steps 3 to 5 and the recovery) and :mod:`~wordstream.staging.loop` (the
+waves of one DAG run).
 """
 
-from wordstream.staging.landing import RECHECK_SECONDS, LandingObservation, observe_landing
+from wordstream.staging.landing import RECHECK_SECONDS, LandingObservation, Looks, observe_landing
+from wordstream.staging.loop import stage_until
 from wordstream.staging.names import is_partial_name, is_temp_name, safe_name, watch_name_for
 from wordstream.staging.run import STAGING_LOCK, StageReport, StagingError, stage
 
@@ -56,6 +62,7 @@ __all__ = [
     "RECHECK_SECONDS",
     "STAGING_LOCK",
     "LandingObservation",
+    "Looks",
     "StageReport",
     "StagingError",
     "is_partial_name",
@@ -63,5 +70,6 @@ __all__ = [
     "observe_landing",
     "safe_name",
     "stage",
+    "stage_until",
     "watch_name_for",
 ]

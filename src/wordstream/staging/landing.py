@@ -1,9 +1,11 @@
-"""The landing folder as staging sees it: which entries are stable, and what the sensor saw.
+"""The landing folder as staging sees it: which entries are stable, and when each was first seen.
 
 A regular file is taken when its name is not hidden/temporary/partial, its mtime is at least
-``stable_seconds`` old and its size and mtime do not change across a short re-check: a pause of
-``RECHECK_SECONDS``, or the hand-over from the sensor task that saw the file (see
-:class:`LandingObservation`). Everything here only reads (lstat: links are never followed).
+``stable_seconds`` old, and two looks at least ``RECHECK_SECONDS`` apart found the same inode, size
+and mtime, the second after it became stable (the re-check). The first look is the earliest one on
+record (:class:`Looks`): the sensor's (see :class:`LandingObservation`), the staging loop's scans
+while the file waited out its stability window, or the scan of the run itself followed by a pause
+of ``RECHECK_SECONDS``. Everything here only reads (lstat: links are never followed).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class LandingScan:
     ready: list[Candidate] = field(default_factory=list)  # regular files old enough
     odd: list[Candidate] = field(default_factory=list)  # symlinks and other non-regular entries
     directories: list[str] = field(default_factory=list)
-    fresh: int = 0  # regular files modified too recently
+    fresh: list[Candidate] = field(default_factory=list)  # regular files modified too recently
     next_ready_ns: int | None = None  # when the first of the fresh files will be old enough
     ignored: int = 0  # hidden/temp/partial names
 
@@ -96,7 +98,7 @@ def scan_landing(landing: Path, now: float, stable_seconds: float) -> LandingSca
             elif not stat.S_ISREG(st.st_mode):
                 scan.odd.append(Candidate.from_stat(Path(entry.path), st))
             elif st.st_mtime_ns > cutoff_ns:
-                scan.fresh += 1
+                scan.fresh.append(Candidate.from_stat(Path(entry.path), st))
                 ready_ns = st.st_mtime_ns + int(stable_seconds * 1e9)
                 scan.next_ready_ns = min(ready_ns, scan.next_ready_ns or ready_ns)
             else:
@@ -124,6 +126,31 @@ def still_unchanged(candidates: Sequence[Candidate]) -> tuple[list[Candidate], i
     return stable, len(candidates) - len(stable)
 
 
+class Looks:
+    """When each landing file was first seen as it is now: the first look of its re-check.
+
+    A file is known by its :attr:`Candidate.key` (name, size, mtime, device, inode): a file that changed
+    is a new file here, not seen before. A file found with the same key ``RECHECK_SECONDS`` or more
+    after its first look has passed the re-check without a pause of its own.
+    """
+
+    def __init__(self, first: dict[tuple[str, int, int, int, int], float] | None = None) -> None:
+        self.first = dict(first or {})
+
+    def note(self, candidates: Sequence[Candidate], now: float) -> None:
+        """A look at every regular file of a scan; files no longer there (or changed) are forgotten."""
+        self.first = {c.key: self.first.get(c.key, now) for c in candidates}
+
+    def since(self, candidate: Candidate) -> float | None:
+        """When the file was first seen as it is now; None when never."""
+        return self.first.get(candidate.key)
+
+    def rechecked(self, candidate: Candidate, now: float, recheck_seconds: float) -> bool:
+        """Whether a look at ``now`` finding the file as it is completes its re-check."""
+        first = self.first.get(candidate.key)
+        return first is not None and first <= now - recheck_seconds
+
+
 # -- the sensor's observation ---------------------------------------------------------------------
 OBSERVED_MAX = 1_000  # files named in one observation (an XCom); more are re-checked by the pause
 
@@ -132,15 +159,13 @@ OBSERVED_MAX = 1_000  # files named in one observation (an XCom); more are re-ch
 class LandingObservation:
     """What the sensor saw: the ready landing files (lstat) and when it looked.
 
-    The sensor hands it to the staging task. A file that staging's own scan finds unchanged (same
-    inode, size and mtime) was unchanged for the whole hand-over between the two tasks, which is the
-    re-check the pause would make: when every ready file is such a file, staging waits only for what
-    is left of ``RECHECK_SECONDS`` since the sensor looked (nothing once the hand-over took that
-    long), then re-checks. So the guarantee stays what it was: a taken file had no write for
-    ``stable_seconds`` and then no change across at least ``RECHECK_SECONDS``. When a ready file was
-    not seen by the sensor, or seen differently, the whole pause is made, as without an observation.
-    Both tasks run on the same machine (one clock, one file system); an observation from elsewhere
-    simply matches nothing.
+    The sensor hands it to the staging task, where its look is the first look of every file it saw
+    (:meth:`looks`). A file that staging's own scan finds unchanged (same inode, size and mtime) was
+    unchanged for the whole hand-over between the two tasks, which is the re-check the pause would
+    make: staging waits only for what is left of ``RECHECK_SECONDS`` since the sensor looked (nothing
+    once the hand-over took that long). A file the sensor did not see, or saw differently, gets its
+    first look from staging's scan. Both tasks run on the same machine (one clock, one file system);
+    an observation from elsewhere simply matches nothing.
     """
 
     seen_at: float
@@ -151,6 +176,10 @@ class LandingObservation:
     def of(cls, scan: LandingScan, seen_at: float) -> LandingObservation:
         files = tuple(c.key for c in scan.ready[:OBSERVED_MAX])
         return cls(seen_at, files, len(scan.ready) + len(scan.odd))
+
+    def looks(self) -> Looks:
+        """The sensor's look as the first look of every file it saw."""
+        return Looks(dict.fromkeys(self.files, self.seen_at))
 
     def to_xcom(self) -> dict[str, Any]:
         return {"seen_at": self.seen_at, "files": [list(f) for f in self.files], "waiting": self.waiting}
@@ -182,5 +211,5 @@ def observe_landing(settings: Settings, wait_seconds: float = 0.0) -> LandingObs
             scan = scan_landing(settings.landing, now, settings.stable_seconds)
     if not scan.ready and not scan.odd:
         return None
-    return LandingObservation.of(scan, now)
+    return LandingObservation.of(scan, time.time())  # after the scan: no file was seen later than this
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from wordstream.staging.landing import (
     RECHECK_SECONDS,
     Candidate,
     LandingObservation,
+    Looks,
     _pause,
     scan_landing,
     still_unchanged,
@@ -64,10 +66,33 @@ class StageReport:
     ignored: int = 0  # hidden, temporary or partial names: not files for us (yet)
     published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENGINES, 0))
     seconds: float = 0.0
+    waves: int = 1  # stage() calls summed up in this report (see wordstream.staging.loop)
 
     @property
     def handled(self) -> int:
         return self.staged + self.duplicates + self.quarantined
+
+    def add(self, wave: StageReport) -> None:
+        """Count ``wave`` into this report (a run's total); ``seconds`` is the caller's to set."""
+        self.staged += wave.staged
+        self.duplicates += wave.duplicates
+        self.quarantined += wave.quarantined
+        self.skipped_unstable += wave.skipped_unstable
+        self.ignored += wave.ignored
+        self.waves += wave.waves
+        for engine, count in wave.published.items():
+            self.published[engine] = self.published.get(engine, 0) + count
+
+    def event_extra(self) -> dict[str, object] | None:
+        """The extra of the ``wordstream_watch`` asset event; None when nothing was published.
+
+        Published counts per engine (a delivery given back by a reset counts again for its engine),
+        then what happened to the landing files.
+        """
+        if not any(self.published.values()):
+            return None
+        return {"published": dict(self.published), "staged": self.staged, "duplicates": self.duplicates,
+                "quarantined": self.quarantined, "waves": self.waves}
 
     def line(self) -> str:
         published = ", ".join(f"{engine} {count}" for engine, count in self.published.items())
@@ -352,34 +377,46 @@ class _Run:
         else:
             self.report.duplicates += 1
 
-    def stage_all(self, recheck_seconds: float, progress_every: int,
-                  observed: LandingObservation | None = None) -> StageReport:
-        """Recover, scan, re-check, then quarantine or stage every entry, a group at a time."""
+    def stage_all(self, recheck_seconds: float, progress_every: int, looks: Looks,
+                  wait_for_recheck: bool = True, mention_directories: bool = True,
+                  should_stop: Callable[[], bool] = lambda: False) -> StageReport:
+        """Recover, scan, re-check, then quarantine or stage every entry, a group at a time.
+
+        This scan is a look at every regular file, noted in ``looks``. A ready file whose first look
+        was ``recheck_seconds`` ago or more has passed its re-check with it. The others are re-checked
+        after a pause that ends ``recheck_seconds`` after the latest of their first looks (this scan,
+        for a file seen now for the first time), or, without ``wait_for_recheck``, left for a later
+        run. ``should_stop`` is asked between groups.
+        """
         self.recover()
-        scan = scan_landing(self.settings.landing, time.time(), self.settings.stable_seconds)
-        if scan.directories:
+        now = time.time()
+        scan = scan_landing(self.settings.landing, now, self.settings.stable_seconds)
+        looks.note([*scan.ready, *scan.fresh], time.time())  # after the scan: no file was seen later
+        if scan.directories and mention_directories:
             self.progress(f"left {len(scan.directories)} directories in landing alone (staging does not "
                           f"recurse): {', '.join(repr(name) for name in scan.directories)}")
-        ready = scan.ready
-        changed = 0
-        pause = recheck_seconds if ready else 0.0
-        if observed is not None and ready:
-            # Files the sensor saw and this scan finds unchanged were unchanged since the sensor looked:
-            # only what is missing of the re-check is left to wait (nothing after a long hand-over).
-            seen = set(observed.files)
-            if all(c.key in seen for c in ready):
-                pause = min(recheck_seconds, observed.seen_at + recheck_seconds - time.time())
-        if pause > 0:
-            _pause(pause)
-            ready, changed = still_unchanged(ready)
+        ready: list[Candidate] = []
+        unchecked: list[Candidate] = []
+        for candidate in scan.ready:
+            (ready if looks.rechecked(candidate, now, recheck_seconds) else unchecked).append(candidate)
+        changed = len(unchecked)
+        if unchecked and wait_for_recheck:
+            due = max(looks.since(c) or now for c in unchecked) + recheck_seconds
+            if (pause := min(recheck_seconds, due - time.time())) > 0:
+                _pause(pause)
+            rechecked, changed = still_unchanged(unchecked)
+            ready = sorted([*ready, *rechecked], key=lambda c: (c.mtime_ns, c.name))
         report = self.report
-        report.skipped_unstable = scan.fresh + changed
+        report.skipped_unstable = len(scan.fresh) + changed
         report.ignored = scan.ignored
         for candidate in scan.odd:
             self.quarantine(candidate, f"not a regular file: {candidate.kind} (not followed)")
         total = len(ready)
         done = 0
         while done < total:
+            if should_stop():
+                self.progress(f"stopping: {total - done} stable files left in landing for the next run")
+                break
             # A group ends at a progress mark, so the progress lines name the same counts as ever.
             end = min(total, done + GROUP_FILES, (done // progress_every + 1) * progress_every)
             items: list[_Item] = []
@@ -435,7 +472,8 @@ def _reason_line(reason: str, name: str) -> str:
     return f"{' '.join(reason.split())} (landing name {name!r})\n"
 
 
-def _check_layout(settings: Settings) -> None:
+def check_layout(settings: Settings) -> None:
+    """The data directory exists (else :class:`StagingError`); every folder of its layout does too."""
     if not settings.data_dir.is_dir():
         raise StagingError(f"data directory {settings.data_dir} does not exist (check WORDSTREAM_DATA_DIR)")
     settings.ensure_dirs()
@@ -443,25 +481,30 @@ def _check_layout(settings: Settings) -> None:
 
 def stage(settings: Settings, progress: Progress = print, *, recheck_seconds: float = RECHECK_SECONDS,
           progress_every: int = PROGRESS_EVERY, lock_wait: float = 30.0,
-          observed: LandingObservation | None = None) -> StageReport:
+          observed: LandingObservation | Looks | None = None, wait_for_recheck: bool = True,
+          mention_directories: bool = True, should_stop: Callable[[], bool] = lambda: False) -> StageReport:
     """Stage every stable landing file (see the module docstring); safe to re-run at any time.
 
-    ``observed`` is the sensor's :class:`LandingObservation`: the files in it that are unchanged are
-    taken without the re-check pause.
+    ``observed`` holds earlier looks at landing: the sensor's :class:`LandingObservation`, or the
+    staging loop's :class:`Looks`. A file that one of them saw as it is now, ``recheck_seconds`` ago or
+    more, is taken without the re-check pause. Without ``wait_for_recheck`` the other stable files
+    are left for a later run instead of paused for. ``should_stop`` is asked between groups: when it
+    says yes, the files not reached stay in landing, untouched.
 
     Raises :class:`StagingError` when the data directory is missing and
     :class:`~wordstream.control.EngineBusyError` when another staging run (or a reset) holds the
     staging lock for longer than ``lock_wait`` seconds.
     """
     started = time.monotonic()
-    _check_layout(settings)
+    check_layout(settings)
+    looks = observed.looks() if isinstance(observed, LandingObservation) else observed or Looks()
     with control.hold_lock(settings.state, STAGING_LOCK, wait_seconds=lock_wait):
         run = _Run(settings, progress)
         with run.ledger.session():
-            report = run.stage_all(recheck_seconds, progress_every, observed)
+            report = run.stage_all(recheck_seconds, progress_every, looks, wait_for_recheck,
+                                   mention_directories, should_stop)
         for folder in sorted(run.touched):
             fsync_dir(folder)
         report.seconds = time.monotonic() - started
         progress(report.line())
         return report
-

@@ -1,0 +1,287 @@
+"""The staging loop on real files and the real clock: waves until a deadline, looks, inotify, signals.
+
+The loop runs until its deadline, so each test gives it a few seconds. Producers act on what the
+loop reports (its progress lines, its scans), never after a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_staging import (
+    archived,
+    assert_no_partial_file_is_visible,
+    assert_staged_exactly_once,
+    hidden,
+    land,
+    land_crash_set,
+    observed_earlier,
+    run,
+    visible,
+)
+
+from wordstream import staging
+from wordstream.settings import ENGINES, Settings
+from wordstream.staging import loop
+from wordstream.staging.landing import LandingScan
+from wordstream.staging.loop import LandingWatcher
+
+RUN_SECONDS = 4.0  # long enough for the waves below on a loaded machine; each test takes this long
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    result = Settings(data_dir=data_dir, stable_seconds=1)
+    result.ensure_dirs()
+    return result
+
+
+class Lines(list[str]):
+    """Progress lines; ``on_wave(n, action)`` runs ``action`` right after the n-th wave's report line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.actions: dict[int, Callable[[], None]] = {}
+        self.waves = 0
+
+    def on_wave(self, number: int, action: Callable[[], None]) -> None:
+        self.actions[number] = action
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+        if line.startswith("staged "):
+            self.waves += 1
+            if (action := self.actions.pop(self.waves, None)) is not None:
+                action()
+
+
+def write_now(settings: Settings, name: str, data: bytes) -> Path:
+    """A producer's drop: written under a hidden name, then renamed into landing (a fresh mtime)."""
+    temp = settings.landing / f".{name}.part"
+    temp.write_bytes(data)
+    os.replace(temp, settings.landing / name)
+    return settings.landing / name
+
+
+@pytest.mark.parametrize("use_inotify", [True, False], ids=["inotify", "poll"])
+def test_files_landed_during_a_run_are_staged_by_that_run(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                          use_inotify: bool) -> None:
+    land(settings, "first.txt", b"there before the run\n")
+    observed = observed_earlier(settings, staging.RECHECK_SECONDS)  # the sensor's hand-over
+    pauses: list[float] = []
+    monkeypatch.setattr(staging.run, "_pause", pauses.append)
+    lines = Lines()
+    # After the first wave, a file whose mtime is old (cp -p): due half a second after it is seen.
+    lines.on_wave(1, lambda: land(settings, "second.txt", b"copied with its old mtime\n"))
+    # After the second, a file written just now: due when it has been quiet for stable_seconds.
+    lines.on_wave(2, lambda: write_now(settings, "third.txt", b"written during the run\n"))
+    report = staging.stage_until(settings, time.time() + RUN_SECONDS, lines, observed=observed,
+                                 use_inotify=use_inotify)
+
+    assert (report.staged, report.waves, report.published) == (3, 3, {"structured": 3, "dstream": 3})
+    assert [line.split(",")[0] for line in lines if line.startswith("staged ")] == ["staged 1"] * 3
+    assert pauses == []  # every re-check was made by the sensor's or the loop's looks, none by a pause
+    for engine in ENGINES:
+        assert sorted(visible(settings.watch(engine)).values()) == sorted(
+            [b"there before the run\n", b"copied with its old mtime\n", b"written during the run\n"])
+        assert hidden(settings.watch(engine)) == []
+    assert list(settings.landing.iterdir()) == []
+    assert len(archived(settings)) == 3
+    assert lines[-1].startswith("staging run: 3 waves") and ("inotify" in lines[-1]) == use_inotify
+
+
+def test_a_file_still_changing_is_not_taken_on_its_old_looks(settings: Settings,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A producer appends while keeping an old mtime (``cp -p``-like): each change restarts its re-check."""
+    path = land(settings, "growing.txt", b"part 0\n")
+    mtime_ns = path.stat().st_mtime_ns
+    scans = 0
+    real_scan = loop.scan_landing
+
+    def scan_then_append(landing: Path, now: float, stable_seconds: float) -> LandingScan:
+        nonlocal scans
+        scan = real_scan(landing, now, stable_seconds)
+        scans += 1
+        if scans <= 4:  # right after each of the loop's first four looks
+            with path.open("ab") as handle:
+                handle.write(f"part {scans}\n".encode())
+            os.utime(path, ns=(mtime_ns, mtime_ns))
+        return scan
+
+    monkeypatch.setattr(loop, "scan_landing", scan_then_append)
+    # Polling: the loop's looks are a quarter of a second apart, so the appends span more than a
+    # re-check; a file known by its name alone would be taken half way.
+    report = staging.stage_until(settings, time.time() + RUN_SECONDS, Lines(), use_inotify=False)
+    assert report.staged == 1
+    assert list(visible(settings.watch("dstream")).values()) == [
+        b"".join(f"part {i}\n".encode() for i in range(5))]
+
+
+def test_a_run_past_its_deadline_is_one_wave_with_the_recheck_pause(settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    land(settings, "a.txt", b"a\n")
+    pauses: list[float] = []
+    monkeypatch.setattr(staging.run, "_pause", pauses.append)
+    lines = Lines()
+    report = staging.stage_until(settings, time.time() - 1, lines)
+    assert (report.waves, report.staged) == (1, 1)
+    assert pauses == [pytest.approx(staging.RECHECK_SECONDS, abs=0.05)]
+    assert len(lines) == 2 and lines[-1].startswith("staging run: 1 waves")
+
+
+def test_a_directory_in_landing_is_named_once_per_run(settings: Settings) -> None:
+    (settings.landing / "subfolder").mkdir()
+    land(settings, "a.txt", b"a\n")
+    lines = Lines()
+    lines.on_wave(1, lambda: land(settings, "b.txt", b"b\n"))
+    report = staging.stage_until(settings, time.time() + RUN_SECONDS, lines)
+    assert report.staged == 2 and report.waves >= 2
+    assert [line for line in lines if "directories" in line] == [
+        "left 1 directories in landing alone (staging does not recurse): 'subfolder'"]
+
+
+def test_a_missing_data_directory_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(staging.StagingError, match="does not exist"):
+        staging.stage_until(Settings(data_dir=tmp_path / "missing"), time.time() + 5, lambda _line: None)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_the_run_report_adds_up_its_waves_and_names_the_asset_event() -> None:
+    total = staging.StageReport(waves=0)
+    assert total.event_extra() is None
+    total.add(staging.StageReport(duplicates=2, quarantined=1))
+    assert total.event_extra() is None  # nothing published: no event
+    total.add(staging.StageReport(staged=3, published={"structured": 3, "dstream": 4}))
+    assert total.event_extra() == {"published": {"structured": 3, "dstream": 4}, "staged": 3,
+                                   "duplicates": 2, "quarantined": 1, "waves": 2}
+
+
+# -- the watcher -----------------------------------------------------------------------------------
+def test_the_watcher_wakes_on_a_file_renamed_into_landing(settings: Settings) -> None:
+    with LandingWatcher(settings.landing) as watcher:
+        assert watcher.inotify  # Linux
+        producer = threading.Thread(target=write_now, args=(settings, "a.txt", b"a\n"))
+        began = time.monotonic()
+        producer.start()
+        watcher.wait(60)
+        producer.join()
+        assert time.monotonic() - began < 30, "woke by its timeout, not by the rename"
+        assert (settings.landing / "a.txt").exists()
+
+
+def test_the_watcher_polls_when_the_folder_goes_away_or_inotify_is_off(settings: Settings) -> None:
+    with LandingWatcher(settings.landing, use_inotify=False) as watcher:
+        assert not watcher.inotify
+    folder = settings.data_dir / "elsewhere"
+    folder.mkdir()
+    with LandingWatcher(folder) as watcher:
+        assert watcher.inotify
+        folder.rmdir()
+        watcher.wait(60)
+        assert not watcher.inotify  # the watch died with its folder: later waits are plain sleeps
+
+
+# -- signals and kills, in a process of its own ------------------------------------------------------
+LOOP_RUN = """
+import os, signal, sys, time
+from pathlib import Path
+from wordstream import staging
+from wordstream.ledger import Ledger
+from wordstream.settings import Settings
+
+data_dir, mode, point, allowed = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+staging.run.GROUP_FILES = 3
+armed, calls = False, 0
+
+def dies_after(original):
+    def wrapper(*args, **kwargs):
+        global calls
+        if armed:
+            calls += 1
+            if calls > allowed:
+                if mode == "term":
+                    os.kill(os.getpid(), signal.SIGTERM)
+                else:
+                    os._exit(17)  # no finally, no cleanup: like SIGKILL
+        return original(*args, **kwargs)
+    return wrapper
+
+owner, attr = {
+    "os.replace": (os, "replace"), "os.fsync": (os, "fsync"),
+    "record_published": (Ledger, "record_published"), "finish": (Ledger, "finish"),
+    "stage_group": (staging.run._Run, "stage_group"),
+}[point]
+setattr(owner, attr, dies_after(getattr(owner, attr)))
+
+def progress(line):
+    global armed
+    print(line, flush=True)
+    if line.startswith("staged "):
+        armed = True  # counts start after the first wave: the second one is hit
+        sys.stdin.readline()  # the parent lands the next files, then lets the loop go on
+
+staging.stage_until(Settings(data_dir=data_dir, stable_seconds=0), time.time() + 60, progress)
+"""
+
+
+def start_loop(settings: Settings, mode: str, point: str, allowed: int) -> subprocess.Popen[str]:
+    command = [sys.executable, "-c", LOOP_RUN, str(settings.data_dir), mode, point, str(allowed)]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def after_first_wave(proc: subprocess.Popen[str], action: Callable[[], None]) -> None:
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline().startswith("staged 0,")  # landing was empty
+    action()
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+
+
+def test_sigterm_stops_the_loop_between_two_groups_and_leaves_the_rest_untouched(settings: Settings) -> None:
+    names = [f"file {i}.txt" for i in range(9)]
+    proc = start_loop(settings, "term", "stage_group", 1)  # SIGTERM as the second group of three starts
+    after_first_wave(proc, lambda: [land(settings, name, f"{name}\n".encode(), age=600 - i)
+                                    for i, name in enumerate(names)])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopping: 3 stable files left in landing for the next run" in out
+    assert "stopped by SIGTERM" in out.splitlines()[-1]
+    assert sorted(p.name for p in settings.landing.iterdir()) == names[6:]  # oldest first: the last three
+    for engine in ENGINES:
+        assert sorted(visible(settings.watch(engine)).values()) == [f"{n}\n".encode() for n in names[:6]]
+        assert hidden(settings.watch(engine)) == []
+    assert run(settings).staged == 3
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize(("point", "allowed"), [("os.replace", 2), ("os.fsync", 1), ("record_published", 1),
+                                                ("finish", 2)])
+def test_a_kill_in_a_later_wave_is_completed_by_the_next_run(settings: Settings, point: str,
+                                                            allowed: int) -> None:
+    proc = start_loop(settings, "kill", point, allowed)
+    after_first_wave(proc, lambda: land_crash_set(settings))
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 17, err  # it died half way through the second wave
+    assert_no_partial_file_is_visible(settings)
+    run(settings)
+    assert_staged_exactly_once(settings)
+
+
+def test_sigterm_while_waiting_ends_the_run_at_once(settings: Settings) -> None:
+    proc = start_loop(settings, "term", "stage_group", 10**6)
+    after_first_wave(proc, lambda: None)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.splitlines()[-1].startswith("staging run: 1 waves") and "stopped by SIGTERM" in out
