@@ -56,6 +56,13 @@ RESPONSIVE_TIMINGS = {
     "AIRFLOW__CORE__PARALLELISM": "8",
 }
 
+# The staging sensor pokes every 0.5 s, and the sensor operator logs "Poking callable" at INFO on every
+# poke: up to 7,200 lines an hour. Its own logger at WARNING drops them (and nothing of the poke's).
+LOG_LEVELS = {
+    "AIRFLOW__LOGGING__NAMESPACE_LEVELS":
+        "airflow.task.operators.airflow.providers.standard.decorators.sensor.DecoratedSensorOperator=WARNING",
+}
+
 # Airflow imports this dict by name ([database] sql_alchemy_connect_args). SQLite's default busy
 # timeout of 5 s turns a burst of writes (DAG processor, scheduler, tasks, API) into "database is
 # locked" errors on a loaded laptop; waiting longer is the right trade for a single-user dev stack.
@@ -148,6 +155,7 @@ class AirflowInstance:
         env = dict(base)
         env.update(spark_env(base))  # PATH with the venv first, SPARK_HOME, PYSPARK_PYTHON
         env.update(RESPONSIVE_TIMINGS)
+        env.update(LOG_LEVELS)
         env.update({
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from wordstream_dev.airflow_env import RESPONSIVE_TIMINGS
+from wordstream_dev.airflow_env import LOG_LEVELS, RESPONSIVE_TIMINGS
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -178,6 +178,8 @@ def test_airflow_configuration(services: dict[str, dict[str, Any]]) -> None:
         for key in ("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME",
                     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL"):  # as `make run` sets them
             assert env[key] == RESPONSIVE_TIMINGS[key], (name, key)
+        for key, value in LOG_LEVELS.items():
+            assert env[key] == value, (name, key)
     assert services["airflow-apiserver"]["command"] == "api-server"
     assert services["airflow-scheduler"]["command"] == "scheduler"
     assert "airflow db migrate" in " ".join(services["airflow-init"]["command"])
