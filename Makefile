@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff check --select AIR3 --preview dags/
+	$(BIN)/ruff check --select AIR3 --preview dags/ examples/dags/
 	$(BIN)/mypy
 
 test: setup lint

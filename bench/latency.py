@@ -15,7 +15,9 @@ apart, each with a word of its own. A poller reads every new results folder as i
 real path (atomic rename into ``landing/``, staged by the ``stage_incoming_files`` DAG) and the
 baseline, the raw file source (atomic rename straight into the engine's watch folder), so both
 share the same stream, batches and load. Each Airflow file's time is split at its publication
-(the mtime staging stamps on the watch copy).
+(the mtime staging stamps on the watch copy). The staging DAG's runs during the probes and the
+size of their task logs (on disk) are noted too: a run stages in waves for
+``WORDSTREAM_STAGING_RUN_SECONDS``, so most files land while a run is already in its loop.
 """
 
 from __future__ import annotations
@@ -200,6 +202,32 @@ def stack_for(ctx: Context, name: str, extra_env: dict[str, str]) -> Stack:
 
 
 @dataclass
+class StagingFootprint:
+    """What the staging DAG left while the probes ran: its runs and the size of their task logs."""
+
+    seconds: float = 0.0  # how long the probes ran
+    runs: int = 0  # staging DAG runs started meanwhile
+    log_bytes: dict[str, list[int]] = field(default_factory=dict)  # task id -> one log per run (bytes)
+    log_lines: dict[str, list[int]] = field(default_factory=dict)
+
+
+def staging_footprint(stack: Stack, api: AirflowClient, run_ids_before: set[str],
+                      seconds: float) -> StagingFootprint:
+    """The staging runs started while the probes ran, and their task logs on disk (one per task and try)."""
+    every_run = (run["dag_run_id"] for run in api.list_dag_runs(STAGING_DAG))
+    runs = [run_id for run_id in every_run if run_id not in run_ids_before]
+    found = StagingFootprint(seconds=seconds, runs=len(runs))
+    logs = stack.instance.airflow_home / "logs" / f"dag_id={STAGING_DAG}"
+    for run_id in runs:
+        for log in sorted(logs.glob(f"run_id={run_id}/task_id=*/attempt=*.log")):
+            task_id = log.parent.name.removeprefix("task_id=")
+            data = log.read_bytes()
+            found.log_bytes.setdefault(task_id, []).append(len(data))
+            found.log_lines.setdefault(task_id, []).append(data.count(b"\n"))
+    return found
+
+
+@dataclass
 class Series:
     """What one stack measured."""
 
@@ -207,6 +235,7 @@ class Series:
     startups: list[Startup] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
     stack_start_seconds: float = 0.0
+    staging: StagingFootprint | None = None
 
 
 def run_series(ctx: Context, label: str, extra_env: dict[str, str], p7_repeats: int,
@@ -231,7 +260,10 @@ def run_series(ctx: Context, label: str, extra_env: dict[str, str], p7_repeats: 
             ctx.say(f"{label}: {probe_files} files through Airflow and {probe_files} straight into "
                     "watch, alternating", "P3")
             time.sleep(5)  # let the staging DAG settle into its sensor loop
+            before = {run["dag_run_id"] for run in api.list_dag_runs(STAGING_DAG)}
+            began = time.monotonic()
             series.probes = send_probes(ctx, settings, probe_files)
+            series.staging = staging_footprint(stack, api, before, time.monotonic() - began)
         stop_stream(api, settings, first.run_id)
         for number in range(2, p7_repeats + 1):
             startup = trigger_until_first_commit(ctx, api, settings, number)
@@ -310,6 +342,15 @@ def p50_p95(figure: Figure) -> str:
     return f"p50 {figure.percentile(50):.1f} s, p95 {figure.percentile(95):.1f} s (n={figure.n})"
 
 
+def footprint_note(found: StagingFootprint) -> str:
+    """The staging runs of the probe phase and their task logs, in one sentence."""
+    logs = "; ".join(f"{task} {max(sizes) / 1024:.1f} KiB / {max(found.log_lines[task])} lines at most"
+                     for task, sizes in sorted(found.log_bytes.items()))
+    every = found.seconds / max(found.runs, 1)
+    return (f"{found.runs} staging DAG runs started in the {found.seconds:.0f} s of probes (one per "
+            f"{every:.0f} s); task log of one run: {logs or 'none found'}.")
+
+
 def p3_result(runs: list[Series], details: dict[str, Any]) -> Result:
     result = Result("P3", "latency: landing -> visible in totals (Airflow staging DAG + stream)")
     main = latency_figures(runs[0])
@@ -320,8 +361,8 @@ def p3_result(runs: list[Series], details: dict[str, Any]) -> Result:
     p50, p95 = through.percentile(50), through.percentile(95)
     raw50 = direct.percentile(50)
     result.ratios["Airflow path / raw, p50"] = p50 / raw50 if raw50 else float("nan")
-    result.checks.append(Check("p50 <= 3 s", p50 <= 3, f"{p50:.1f} s"))
-    result.checks.append(Check("p95 <= 6 s", p95 <= 6, f"{p95:.1f} s"))
+    result.checks.append(Check("p50 <= 2.0 s", p50 <= 2.0, f"{p50:.1f} s"))
+    result.checks.append(Check("p95 <= 2.5 s", p95 <= 2.5, f"{p95:.1f} s"))
     headline = [f"{runs[0].label}: {p50_p95(through)}"]
     baseline = [f"raw file source (renamed into watch), {runs[0].label}: {p50_p95(direct)}"]
     for variant in runs[1:]:
@@ -329,8 +370,8 @@ def p3_result(runs: list[Series], details: dict[str, Any]) -> Result:
         result.extra += list(other.values())
         headline.append(f"{variant.label}: {p50_p95(other['through'])}")
         baseline.append(f"raw, {variant.label}: {p50_p95(other['raw'])}")
-        result.checks.append(Check(f"with {variant.label}: p50 <= 3 s (informative)",
-                                   other["through"].percentile(50) <= 3,
+        result.checks.append(Check(f"with {variant.label}: p50 <= 2.0 s (informative)",
+                                   other["through"].percentile(50) <= 2.0,
                                    f"{other['through'].percentile(50):.1f} s"))
     for series in runs:
         figures = latency_figures(series)
@@ -338,10 +379,13 @@ def p3_result(runs: list[Series], details: dict[str, Any]) -> Result:
             f"{series.label}: landing -> published p50 {figures['staged'].percentile(50):.1f} s / p95 "
             f"{figures['staged'].percentile(95):.1f} s; published -> totals p50 "
             f"{figures['counted'].percentile(50):.1f} s / p95 {figures['counted'].percentile(95):.1f} s.")
+        if series.staging is not None:
+            result.notes.append(f"{series.label}: {footprint_note(series.staging)}")
     result.notes.append("p50/p95 are nearest-rank percentiles; the targets are judged on the first "
                         "configuration (the project's defaults unless knobs were set).")
     result.details = {
         **details, "probes": {r.label: [p.__dict__ for p in r.probes] for r in runs},
+        "staging": {r.label: r.staging.__dict__ for r in runs if r.staging is not None},
         "headline": "<br>".join(headline), "baseline_headline": "<br>".join(baseline),
     }
     return result

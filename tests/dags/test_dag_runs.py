@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import SparkApp, processes_mentioning, reference_counts, wait_until, write_corpus
@@ -41,6 +43,7 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def airflow(airflow_home: Path, settings: Settings) -> Iterator[dict[str, str]]:
     env = AirflowInstance(repo_dir=REPO, airflow_home=airflow_home, data_dir=settings.data_dir).environment()
     env["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": "local[2]"})
+    env["WORDSTREAM_STAGING_RUN_SECONDS"] = "0"  # one wave per staging run, unless a test says otherwise
     yield env
 
 
@@ -86,6 +89,75 @@ def test_staging_dag_stages_validates_and_dedupes(airflow: dict[str, str], setti
     run = subprocess.run([sys.executable, "-m", "wordstream.cli", "ledger", "--json"], env=airflow,
                          capture_output=True, text=True, check=True)
     assert "duplicate" in run.stdout and "quarantined" in run.stdout
+
+
+# What the metadata database holds of the staging DAG's runs and of the asset events.
+METADATA = """
+import json
+from sqlalchemy import select
+from airflow.models.asset import AssetEvent
+from airflow.models.dagrun import DagRun
+from airflow.utils.session import create_session
+with create_session() as session:
+    runs = session.scalars(select(DagRun).where(DagRun.dag_id == "stage_incoming_files")).all()
+    events = session.scalars(select(AssetEvent).order_by(AssetEvent.id)).all()
+    print(json.dumps({"runs": sorted(r.run_id for r in runs),
+                      "events": [[e.asset.name, e.source_run_id, e.extra] for e in events]}))
+"""
+
+
+def metadata(env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", METADATA], env=env, capture_output=True, text=True,
+                          check=True, timeout=120)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_files_landed_while_a_staging_run_loops_are_staged_by_that_run(
+        airflow: dict[str, str], settings: Settings, tmp_path: Path) -> None:
+    """One DAG run, many waves: files landed during its loop are staged by it, one asset event at the end."""
+    env = {**airflow, "WORDSTREAM_STAGING_RUN_SECONDS": "20"}
+    before = metadata(env)
+    corpus = write_corpus(tmp_path / "corpus", files=3, seed=51)
+    waves = [{corpus[0].name: corpus[0].read_bytes()},
+             {corpus[1].name: corpus[1].read_bytes(), "copy.txt": corpus[0].read_bytes(),
+              "binary.txt": b"\x00 not text"},
+             {corpus[2].name: corpus[2].read_bytes()}]
+    ledger = Ledger(settings.ledger)
+
+    def finished(expected: int) -> bool:
+        return sum(n for status, n in ledger.summary()["files"].items() if status != "landed") >= expected
+
+    proc = dags_test(env, "stage_incoming_files", log=tmp_path / "stage.log")
+    try:
+        done = 0
+        for wave in waves:  # each lands after the previous one is staged: the run is in its loop by then
+            for name, data in wave.items():
+                (settings.landing / name).write_bytes(data)
+            done += len(wave)
+            wait_until(partial(finished, done), 120, f"{done} files staged")
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = (tmp_path / "stage.log").read_text(errors="replace")
+    assert proc.returncode == 0, text[-4000:]
+
+    assert ledger.summary()["files"] == {"landed": 0, "staged": 3, "quarantined": 1, "duplicate": 1}
+    for engine in ("structured", "dstream"):
+        published = sorted(p.read_bytes() for p in settings.watch(engine).iterdir())
+        assert published == sorted(path.read_bytes() for path in corpus), engine
+    assert list(settings.landing.iterdir()) == []
+    after = metadata(env)
+    new_runs = sorted(set(after["runs"]) - set(before["runs"]))
+    assert len(new_runs) == 1, new_runs  # one DAG run staged all three waves
+    [event] = after["events"][len(before["events"]):]
+    assert event[:2] == ["wordstream_watch", new_runs[0]]
+    assert event[2] == {"published": {"structured": 3, "dstream": 3}, "staged": 3, "duplicates": 1,
+                        "quarantined": 1, "waves": event[2]["waves"]}
+    assert event[2]["waves"] >= 3
+    assert text.count("staging run: ") == 1 and f"staging run: {event[2]['waves']} waves" in text
+    assert "Poking callable" not in text  # cut by AIRFLOW__LOGGING__NAMESPACE_LEVELS
 
 
 def test_stream_dag_with_timeout_counts_exactly(airflow: dict[str, str], settings: Settings,
