@@ -33,13 +33,13 @@ task runs :func:`stage_until`, waves until a deadline, so one DAG run serves a s
 
 Crash safety: waves are serialised by ``data/state/staging.lock``, held for one wave (also taken by a
 reset while it empties a watch folder). The ledger records each intent before the file operation it
-announces (the intents of a group in one transaction, before any of its files is renamed or moved),
-and ``recover`` starts every wave by finishing what a dead one left: hidden temp files are removed, a
-``publishing`` delivery whose final watch file exists is recorded as published (never copied again),
-one without it is withdrawn, and a ``landed`` row whose original was already moved gets its final
-status. A landing file with an unfinished row is resumed, not taken for a duplicate. Final watch names
-appear only by rename of a complete, durable temp copy, so no partial file is ever visible under a
-name Spark reads, not even after a power cut.
+announces (the intents of a group in one transaction, before any of its files is renamed or moved), and
+``recover`` starts every wave by finishing what a dead one left: hidden temp files are removed (on the
+first wave of a run), a ``publishing`` delivery whose final watch file exists is recorded as published
+(never copied again), one without it is withdrawn, and a ``landed`` row whose original was already moved
+gets its final status. A landing file with an unfinished row is resumed, not taken for a duplicate.
+Final watch names appear only by rename of a complete, durable temp copy, so no partial file is ever
+visible under a name Spark reads, not even after a power cut.
 
 Names: every name staging writes is built from the content hash and a sanitised copy of the landing
 name (only ``[A-Za-z0-9._-]``, bounded, never hidden), so no landing name can escape ``data_dir`` or

@@ -175,7 +175,7 @@ def stage_until(settings: Settings, until: float, progress: Progress = print, *,
             wave_started = time.time()
             last = wave_started >= until
             total.add(stage(settings, progress, recheck_seconds=recheck_seconds, observed=looks,
-                            wait_for_recheck=last, mention_directories=total.waves == 0,
+                            wait_for_recheck=last, first_of_run=total.waves == 0,
                             should_stop=lambda: sigterm.requested, lock_wait=lock_wait))
             if last or sigterm.requested:
                 break
