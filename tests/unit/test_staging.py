@@ -24,13 +24,18 @@ from wordstream.staging import StageReport, StagingError, stage
 WATCH_NAME = re.compile(r"^[0-9a-f]{16}-[A-Za-z0-9][A-Za-z0-9._-]*\.txt$")
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def data_dir_settings(tmp_path: Path) -> Settings:
+    """A data directory of its own with its layout; files must be a second old to be staged."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     result = Settings(data_dir=data_dir, stable_seconds=1)
     result.ensure_dirs()
     return result
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return data_dir_settings(tmp_path)
 
 
 def land(settings: Settings, name: str, data: bytes, age: float = 60.0) -> Path:

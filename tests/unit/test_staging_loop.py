@@ -20,6 +20,7 @@ from test_staging import (
     archived,
     assert_no_partial_file_is_visible,
     assert_staged_exactly_once,
+    data_dir_settings,
     hidden,
     land,
     land_crash_set,
@@ -39,11 +40,7 @@ RUN_SECONDS = 4.0  # long enough for the waves below on a loaded machine; each t
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    result = Settings(data_dir=data_dir, stable_seconds=1)
-    result.ensure_dirs()
-    return result
+    return data_dir_settings(tmp_path)
 
 
 class Lines(list[str]):
