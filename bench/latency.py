@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import os
 import random
+import statistics
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +211,9 @@ class StagingFootprint:
     runs: int = 0  # staging DAG runs started meanwhile
     log_bytes: dict[str, list[int]] = field(default_factory=dict)  # task id -> one log per run (bytes)
     log_lines: dict[str, list[int]] = field(default_factory=dict)
+    # From the end of one run's stage_files to the start of the next run's sensor: no staging task
+    # watches landing then (the files that land meanwhile wait for the next sensor).
+    gaps: list[float] = field(default_factory=list)
 
 
 def staging_footprint(stack: Stack, api: AirflowClient, run_ids_before: set[str],
@@ -218,6 +223,13 @@ def staging_footprint(stack: Stack, api: AirflowClient, run_ids_before: set[str]
     runs = [run_id for run_id in every_run if run_id not in run_ids_before]
     found = StagingFootprint(seconds=seconds, runs=len(runs))
     logs = stack.instance.airflow_home / "logs" / f"dag_id={STAGING_DAG}"
+    times: list[tuple[float | None, float | None]] = []  # (sensor start, stage_files end) per run
+    for run_id in sorted(runs):
+        tasks = {ti["task_id"]: ti for ti in api.task_instances(STAGING_DAG, run_id)}
+        times.append((epoch(tasks.get("wait_for_landing_files", {}).get("start_date")),
+                      epoch(tasks.get("stage_files", {}).get("end_date"))))
+    found.gaps = [start - end for (_s, end), (start, _e) in pairwise(times)
+                  if start is not None and end is not None]
     for run_id in runs:
         for log in sorted(logs.glob(f"run_id={run_id}/task_id=*/attempt=*.log")):
             task_id = log.parent.name.removeprefix("task_id=")
@@ -347,8 +359,10 @@ def footprint_note(found: StagingFootprint) -> str:
     logs = "; ".join(f"{task} {max(sizes) / 1024:.1f} KiB / {max(found.log_lines[task])} lines at most"
                      for task, sizes in sorted(found.log_bytes.items()))
     every = found.seconds / max(found.runs, 1)
+    gaps = (f"; between two runs no staging task watched landing for {statistics.median(found.gaps):.1f} s "
+            f"(median, max {max(found.gaps):.1f} s)") if found.gaps else ""
     return (f"{found.runs} staging DAG runs started in the {found.seconds:.0f} s of probes (one per "
-            f"{every:.0f} s); task log of one run: {logs or 'none found'}.")
+            f"{every:.0f} s); task log of one run: {logs or 'none found'}{gaps}.")
 
 
 def p3_result(runs: list[Series], details: dict[str, Any]) -> Result:
