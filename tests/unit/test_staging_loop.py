@@ -100,8 +100,7 @@ def test_files_landed_during_a_run_are_staged_by_that_run(settings: Settings, mo
 def test_a_file_still_changing_is_not_taken_on_its_old_looks(settings: Settings,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A producer appends while keeping an old mtime (``cp -p``-like): each change restarts its re-check."""
-    path = land(settings, "growing.txt", b"part 0\n")
-    mtime_ns = path.stat().st_mtime_ns
+    path = settings.landing / "growing.txt"
     scans = 0
     real_scan = loop.scan_landing
 
@@ -110,15 +109,18 @@ def test_a_file_still_changing_is_not_taken_on_its_old_looks(settings: Settings,
         scan = real_scan(landing, now, stable_seconds)
         scans += 1
         if scans <= 4:  # right after each of the loop's first four looks
+            mtime_ns = path.stat().st_mtime_ns
             with path.open("ab") as handle:
                 handle.write(f"part {scans}\n".encode())
             os.utime(path, ns=(mtime_ns, mtime_ns))
         return scan
 
     monkeypatch.setattr(loop, "scan_landing", scan_then_append)
+    lines = Lines()
+    lines.on_wave(1, lambda: land(settings, "growing.txt", b"part 0\n"))  # after the first wave
     # Polling: the loop's looks are a quarter of a second apart, so the appends span more than a
     # re-check; a file known by its name alone would be taken half way.
-    report = staging.stage_until(settings, time.time() + RUN_SECONDS, Lines(), use_inotify=False)
+    report = staging.stage_until(settings, time.time() + RUN_SECONDS, lines, use_inotify=False)
     assert report.staged == 1
     assert list(visible(settings.watch("dstream")).values()) == [
         b"".join(f"part {i}\n".encode() for i in range(5))]

@@ -14,7 +14,8 @@ old; the wave's own scan is then the second look of its re-check. A file renamed
 after it was written is seen on arrival, so its re-check is over before its stability window is:
 it is staged the moment it has been quiet for ``stable_seconds``, with no re-check pause. A file
 whose mtime was already old on arrival (``cp -p``, ``rsync -t``) is due ``RECHECK_SECONDS`` after it
-was first seen, as with the pause. A wave takes only due files; the others wait for a later one.
+was first seen, as with the pause. A later wave takes only due files; the others wait for the next.
+The first wave of a run is a plain :func:`~wordstream.staging.run.stage` of what the sensor saw.
 
 **When to look: inotify, else a poll.** The loop sleeps until the next file is due, the deadline,
 or an inotify event on landing (a file closed after writing, renamed in, its attributes changed,
@@ -160,10 +161,11 @@ def stage_until(settings: Settings, until: float, progress: Progress = print, *,
                 use_inotify: bool | None = None, lock_wait: float = 30.0) -> StageReport:
     """Stage in waves until ``until`` (a ``time.time()``), then return the run's total report.
 
-    The first wave starts at once and takes what ``observed`` (the sensor's hand-over) or its own
-    re-check clears; a wave that starts after ``until`` is the last, and pauses for the re-check of
-    the stable files it finds, as a single :func:`~wordstream.staging.run.stage` does. So
-    ``until`` in the past means one wave. ``use_inotify`` defaults to ``settings.staging_inotify``.
+    The first wave starts at once and is what a single :func:`~wordstream.staging.run.stage` is:
+    the files ``observed`` (the sensor's hand-over) saw are taken after what is left of their
+    re-check, the others after a pause of ``recheck_seconds``. Later waves take only due files. A
+    wave that starts after ``until`` is the last and pauses like the first, so ``until`` in the past
+    means one wave. ``use_inotify`` defaults to ``settings.staging_inotify``.
     """
     started = time.monotonic()
     total = StageReport(waves=0)
@@ -173,9 +175,9 @@ def stage_until(settings: Settings, until: float, progress: Progress = print, *,
     with LandingWatcher(settings.landing, inotify) as watcher, _StopOnSigterm() as sigterm:
         while True:
             wave_started = time.time()
-            last = wave_started >= until
+            first, last = total.waves == 0, wave_started >= until
             total.add(stage(settings, progress, recheck_seconds=recheck_seconds, observed=looks,
-                            wait_for_recheck=last, first_of_run=total.waves == 0,
+                            wait_for_recheck=first or last, first_of_run=first,
                             should_stop=lambda: sigterm.requested, lock_wait=lock_wait))
             if last or sigterm.requested:
                 break
