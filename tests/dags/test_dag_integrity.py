@@ -67,9 +67,24 @@ def test_streaming_dags_contract(dags) -> None:  # type: ignore[no-untyped-def]
             assert param.description, name
 
 
+def test_staging_dag_contract(dags) -> None:  # type: ignore[no-untyped-def]
+    dag = dags["stage_incoming_files"]
+    assert type(dag.timetable).__name__ == "ContinuousTimetable"
+    assert dag.max_consecutive_failed_dag_runs == 5  # paused instead of failing back to back
+    tasks = {task.task_id: task for task in dag.tasks}
+    assert set(tasks) == {"wait_for_landing_files", "stage_files", "announce"}
+    assert tasks["announce"].upstream_task_ids == {"stage_files"}
+    # Only announce emits the asset event (and skips when nothing was published).
+    assert [asset.name for asset in tasks["announce"].outlets] == ["wordstream_watch"]
+    assert not tasks["stage_files"].outlets and not tasks["wait_for_landing_files"].outlets
+    timeout = tasks["stage_files"].execution_timeout
+    assert timeout is not None and timeout.total_seconds() >= 60 + 15 * 60  # a hang guard, not a limit
+
+
 def test_ruff_airflow3_rules_are_clean() -> None:
     ruff = Path(sys.executable).parent / "ruff"
-    run = subprocess.run([str(ruff), "check", "--preview", "--select", "AIR3", str(REPO / "dags")],
+    run = subprocess.run([str(ruff), "check", "--preview", "--select", "AIR3", str(REPO / "dags"),
+                          str(REPO / "examples" / "dags")],
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
 
