@@ -4,9 +4,9 @@ tests/unit/test_staging.py kills staging (``os._exit``) at twenty points and che
 completes exactly once. Here the process SIGKILLs itself at the two points that matter most, and the
 drill looks at what it left behind before any recovery:
 
-* between copy and rename (before and after the flush that makes the copies durable): the copy exists
-  only under its hidden temp name (no Spark source lists it), complete; the ledger holds the intent
-  (``publishing``);
+* between copy and rename (before and after the syncfs or fsyncs that make the copies durable): the
+  copy exists only under its hidden temp name (no Spark source lists it), complete; the ledger holds
+  the intent (``publishing``);
 * between rename and ledger update: the final file is visible, whole, in every engine's folder; the
   ledger still says ``publishing``, and the next run records it without copying it again.
 """
@@ -41,8 +41,11 @@ data_dir, point = Path(sys.argv[1]), sys.argv[2]
 def killed(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
-if point == "before-flush":  # every temp file is written, not yet made durable
+if point == "before-flush":  # every temp file is written, not yet made durable by the group's syncfs
+    staging.run.SYNCFS_FROM_COPIES = 1
     staging.run.flush_filesystem = killed
+elif point == "before-fsync":  # the same where a group of one file fsyncs each copy
+    os.fsync = killed
 elif point == "before-rename":  # every temp file is written and made durable
     staging.publish.os.replace = killed
 else:  # "before-ledger": the renames are done, record_published is next
@@ -84,7 +87,7 @@ def final_name() -> str:
     return staging.watch_name_for(hashlib.sha256(CONTENT).hexdigest(), "report.txt")
 
 
-@pytest.mark.parametrize("point", ["before-flush", "before-rename"])
+@pytest.mark.parametrize("point", ["before-flush", "before-fsync", "before-rename"])
 def test_killed_between_copy_and_rename(settings: Settings, point: str) -> None:
     kill_staging_at(settings, point)
     for engine in ENGINES:

@@ -602,6 +602,26 @@ def test_many_files_are_published_in_groups_with_one_flush_each(
         assert hidden(settings.watch(engine)) == []
 
 
+def test_a_group_of_one_file_fsyncs_its_copies_instead_of_flushing_the_file_system(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A syncfs would also wait for every other writer's dirty data on the file system."""
+    flushed: list[Path] = []
+    monkeypatch.setattr(staging.run, "flush_filesystem", flushed.append)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    land(settings, "one.txt", b"a file on its own\n")
+    assert run(settings).published == dict.fromkeys(ENGINES, 1)
+    assert flushed == []
+    copies = sorted(Path(path).parent.name for path in synced if path.endswith(".tmp"))
+    assert copies == sorted(ENGINES)  # each engine's temp copy, before its rename
+
+
 # -- the sensor's observation ------------------------------------------------------------------------
 def observed_earlier(settings: Settings, seconds_ago: float) -> staging.LandingObservation:
     """What the sensor saw, as if it had looked ``seconds_ago`` (the hand-over to the staging task)."""

@@ -24,11 +24,11 @@ task runs :func:`stage_until`, waves until a deadline, so one DAG run serves a s
 4. **Published atomically**, a group of files at a time (up to ``GROUP_FILES`` files or
    ``GROUP_BYTES``): copied into ``.<name>.tmp`` in the same watch folder, the copy hashed again and
    compared with the validated content (a producer who rewrote the file in place is caught even when
-   size and mtime are kept), the group's copies made durable by one ``syncfs`` (an fsync per copy
-   where ``syncfs`` does not exist), mtime set to now (the DStream source ignores files older than its
-   remember window), renamed to ``<sha256[:16]>-<safe name>.txt``, and the watch folders fsync'ed
-   before anything is recorded as published or archived. Each engine gets its own copy, not a hard
-   link: linked files share one mtime, so touching one engine's file would touch the other's.
+   size and mtime are kept), the group's copies made durable by one ``syncfs`` (an fsync per copy for a
+   group of one file, or where ``syncfs`` does not exist), mtime set to now (the DStream source ignores
+   files older than its remember window), renamed to ``<sha256[:16]>-<safe name>.txt``, and the watch
+   folders fsync'ed before anything is recorded as published or archived. Each engine gets its own copy,
+   not a hard link: linked files share one mtime, so touching one engine's file would touch the other's.
 5. **Archived**: the original moves to ``data/archive/<YYYY-MM-DD UTC>/<id>-<safe name>``.
 
 Crash safety: waves are serialised by ``data/state/staging.lock``, held for one wave (also taken by a

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from wordstream.durable import HAS_SYNCFS, write_all
+from wordstream.durable import write_all
 from wordstream.staging.names import temp_name
 from wordstream.staging.validation import CHUNK_BYTES
 
@@ -23,13 +23,13 @@ class ContentChangedError(RuntimeError):
     """The file's bytes changed between validation and copy: it was not stable after all."""
 
 
-def copy_to_temps(source_fd: int, targets: Sequence[Path], sha256: str) -> list[Path]:
+def copy_to_temps(source_fd: int, targets: Sequence[Path], sha256: str, fsync: bool = True) -> list[Path]:
     """Copy the open source, in one read, to the hidden temp name of every target; return the temps.
 
     The copy is hashed again and must equal ``sha256``, the content that was validated; otherwise no
-    temp is left and :class:`ContentChangedError` is raised. The temps are not durable yet (see
-    :func:`wordstream.durable.flush_filesystem`) unless ``syncfs`` is missing, in which case each is
-    fsync'ed here.
+    temp is left and :class:`ContentChangedError` is raised. Each temp is fsync'ed here unless
+    ``fsync`` is false: then the caller makes the group durable at once (see
+    :func:`wordstream.durable.flush_filesystem`).
     """
     temps = [target.with_name(temp_name(target.name)) for target in targets]
     outputs: list[int] = []
@@ -46,7 +46,7 @@ def copy_to_temps(source_fd: int, targets: Sequence[Path], sha256: str) -> list[
                 write_all(out, chunk)
         if hasher.hexdigest() != sha256:
             raise ContentChangedError("content changed between validation and copy")
-        if not HAS_SYNCFS:
+        if fsync:
             for out in outputs:
                 os.fsync(out)
     except BaseException:
