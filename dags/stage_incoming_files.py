@@ -3,8 +3,8 @@
 
 Moves files that producers drop into `data/landing/` into the folders the streams watch, safely.
 
-1. **wait_for_landing_files** — a sensor that succeeds as soon as a *stable* file is in landing
-   (not growing, not a hidden/temp/partial name).
+1. **wait_for_landing_files** — a sensor that succeeds as soon as a file in landing is *stable* or
+   will be within half a second (not growing, not a hidden/temp/partial name).
 2. **stage_files** — stages in *waves* until `WORDSTREAM_STAGING_RUN_SECONDS` (default 60) after the
    run started: each wave takes every stable file: validate (readable UTF-8 text within the size
    limit), dedupe by content hash, publish atomically into each engine's `data/watch/<engine>/` with
@@ -24,13 +24,14 @@ arrive, so its re-check is already done). Files that land while one run hands ov
 picked up by the next run's sensor.
 
 **Why a poking sensor on a continuous schedule.** `@continuous` starts the next run as soon as one
-ends, and the sensor pokes every half second in `poke` mode; a file that is still too fresh is
-awaited inside the poke, so the sensor fires the moment the file has been quiet for
-`WORDSTREAM_STABLE_SECONDS`. A deferrable sensor frees its worker slot while waiting, but each
-hand-over between triggerer and worker adds seconds before staging starts. A sensor that sees
-nothing for an hour skips, and the next run starts at once. Its XCom names the stable files it saw
-(name, size, mtime, inode) and when: `stage_files` takes those still unchanged without the
-half-second re-check pause, since the hand-over between the two tasks was the re-check.
+ends, and the sensor pokes every half second in `poke` mode. It fires half a second before a file
+has been quiet for `WORDSTREAM_STABLE_SECONDS` (or for a file already stable, or a symlink or other
+entry to quarantine), so the hand-over to `stage_files` overlaps the end of the stability window. A
+deferrable sensor frees its worker slot while waiting, but each hand-over between triggerer and
+worker adds seconds before staging starts. A sensor that sees nothing for an hour skips, and the
+next run starts at once. Its XCom names the files it fired for (name, size, mtime, inode) and when
+its pokes first saw each of them as it is: `stage_files` takes those still unchanged without the
+half-second re-check pause once that first look is half a second old.
 
 **Guards.** `execution_timeout` on `stage_files` is a hang guard only (the run's length plus
 15 minutes, room for a wave over a large backlog); a timeout or a crash mid-wave is completed by
@@ -55,6 +56,8 @@ from wordstream.settings import STAGING_DAG_ID, Settings
 WATCH_ASSET = Asset(name="wordstream_watch")
 log = logging.getLogger(__name__)
 POKE_SECONDS = 0.5
+# The sensor fires this long before a file is stable: about what the hand-over to stage_files takes.
+LEAD_SECONDS = 0.5
 HANG_GUARD = timedelta(minutes=15)
 
 
@@ -75,7 +78,8 @@ def stage_incoming_files() -> None:
     def wait_for_landing_files() -> PokeReturnValue:
         from wordstream import staging
 
-        observed = staging.observe_landing(Settings.from_env(), wait_seconds=POKE_SECONDS)
+        observed = staging.observe_landing(Settings.from_env(), lead_seconds=LEAD_SECONDS,
+                                           looks=staging.SENSOR_LOOKS)
         return PokeReturnValue(is_done=observed is not None,
                                xcom_value=observed.to_xcom() if observed else None)
 

@@ -627,7 +627,8 @@ def observed_earlier(settings: Settings, seconds_ago: float) -> staging.LandingO
     """What the sensor saw, as if it had looked ``seconds_ago`` (the hand-over to the staging task)."""
     observed = staging.observe_landing(settings)
     assert observed is not None
-    return dataclasses.replace(observed, seen_at=observed.seen_at - seconds_ago)
+    return dataclasses.replace(observed, seen_at=observed.seen_at - seconds_ago,
+                               first_seen=tuple(t - seconds_ago for t in observed.first_seen))
 
 
 def test_files_the_sensor_saw_unchanged_are_staged_without_the_pause(
@@ -688,15 +689,27 @@ def test_after_a_short_hand_over_only_the_rest_of_the_recheck_is_waited(
     assert stage(settings, progress=lambda _line: None, observed=observed_earlier(settings, 0.2)).staged == 1
 
 
-def test_the_sensor_waits_inside_its_poke_for_a_file_about_to_be_stable(settings: Settings) -> None:
+def test_the_sensor_fires_early_for_a_file_about_to_be_stable(settings: Settings) -> None:
     assert staging.observe_landing(settings) is None  # empty landing
     path = land(settings, "fresh.txt", b"almost stable\n", age=settings.stable_seconds - 0.3)
-    assert staging.observe_landing(settings, wait_seconds=0.0) is None
-    observed = staging.observe_landing(settings, wait_seconds=0.5)
+    assert staging.observe_landing(settings, lead_seconds=0.0) is None
+    observed = staging.observe_landing(settings, lead_seconds=0.5)
     assert observed is not None and observed.waiting == 1
     st = path.stat()
     assert observed.files == (("fresh.txt", st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino),)
-    assert observed.seen_at >= st.st_mtime + settings.stable_seconds
+    assert observed.seen_at < st.st_mtime + settings.stable_seconds  # before it is stable
+
+
+def test_the_sensor_remembers_its_first_look_from_one_poke_to_the_next(settings: Settings) -> None:
+    looks = staging.Looks()  # what the sensor keeps between pokes (staging.SENSOR_LOOKS)
+    path = land(settings, "a.txt", b"seen by two pokes\n", age=settings.stable_seconds - 0.8)
+    assert staging.observe_landing(settings, lead_seconds=0.5, looks=looks) is None  # 0.8 s to go
+    [first_poke] = looks.first.values()
+    time.sleep(0.4)  # the next poke, a little later
+    observed = staging.observe_landing(settings, lead_seconds=0.5, looks=looks)
+    assert observed is not None and [name for name, *_ in observed.files] == [path.name]
+    assert observed.first_seen == (first_poke,) and first_poke < observed.seen_at
+    assert observed.looks().first == {observed.files[0]: first_poke}  # what stage_files starts from
 
 
 def test_an_observation_survives_the_xcom_round_trip_and_anything_else_is_ignored(settings: Settings) -> None:
@@ -705,5 +718,9 @@ def test_an_observation_survives_the_xcom_round_trip_and_anything_else_is_ignore
     observed = staging.observe_landing(settings)
     assert observed is not None and observed.waiting == 2 and len(observed.files) == 1
     assert staging.LandingObservation.from_xcom(json.loads(json.dumps(observed.to_xcom()))) == observed
-    for junk in (None, 3, {"files": []}, {"seen_at": "x", "files": [], "waiting": 1}):
+    older = {key: value for key, value in observed.to_xcom().items() if key != "first_seen"}
+    assert staging.LandingObservation.from_xcom(older) == dataclasses.replace(observed, first_seen=())
+    assert staging.LandingObservation.from_xcom(older).looks().first == observed.looks().first  # type: ignore[union-attr]
+    for junk in (None, 3, {"files": []}, {"seen_at": "x", "files": [], "waiting": 1},
+                 {**observed.to_xcom(), "first_seen": [1.0, 2.0]}):
         assert staging.LandingObservation.from_xcom(junk) is None

@@ -97,6 +97,20 @@ def test_files_landed_during_a_run_are_staged_by_that_run(settings: Settings, mo
     assert lines[-1].startswith("staging run: 3 waves") and ("inotify" in lines[-1]) == use_inotify
 
 
+def test_a_file_the_sensor_fired_for_before_it_was_stable_is_staged_when_it_is(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_now(settings, "early.txt", b"handed over before it was stable\n")
+    observed = staging.observe_landing(settings, lead_seconds=settings.stable_seconds)
+    assert observed is not None and observed.seen_at < path.stat().st_mtime + settings.stable_seconds
+    pauses: list[float] = []
+    monkeypatch.setattr(staging.run, "_pause", pauses.append)
+    lines = Lines()
+    report = staging.stage_until(settings, time.time() + RUN_SECONDS, lines, observed=observed)
+    assert (report.staged, report.waves) == (1, 2) and pauses == []
+    assert [line.split(",")[0] for line in lines if line.startswith("staged ")] == ["staged 0", "staged 1"]
+    assert list(visible(settings.watch("dstream")).values()) == [b"handed over before it was stable\n"]
+
+
 def test_a_file_still_changing_is_not_taken_on_its_old_looks(settings: Settings,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A producer appends while keeping an old mtime (``cp -p``-like): each change restarts its re-check."""

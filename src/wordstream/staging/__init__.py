@@ -53,13 +53,20 @@ transaction of one wave: steps 3 to 5 and the recovery) and :mod:`~wordstream.st
 waves of one DAG run).
 """
 
-from wordstream.staging.landing import RECHECK_SECONDS, LandingObservation, Looks, observe_landing
+from wordstream.staging.landing import (
+    RECHECK_SECONDS,
+    SENSOR_LOOKS,
+    LandingObservation,
+    Looks,
+    observe_landing,
+)
 from wordstream.staging.loop import stage_until
 from wordstream.staging.names import is_partial_name, is_temp_name, safe_name, watch_name_for
 from wordstream.staging.run import STAGING_LOCK, StageReport, StagingError, stage
 
 __all__ = [
     "RECHECK_SECONDS",
+    "SENSOR_LOOKS",
     "STAGING_LOCK",
     "LandingObservation",
     "Looks",

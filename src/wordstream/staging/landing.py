@@ -157,59 +157,72 @@ OBSERVED_MAX = 1_000  # files named in one observation (an XCom); more are re-ch
 
 @dataclass(frozen=True)
 class LandingObservation:
-    """What the sensor saw: the ready landing files (lstat) and when it looked.
+    """What the sensor saw: the landing files it fired for (lstat), when each was first seen, and when.
 
-    The sensor hands it to the staging task, where its look is the first look of every file it saw
-    (:meth:`looks`). A file that staging's own scan finds unchanged (same inode, size and mtime) was
-    unchanged for the whole hand-over between the two tasks, which is the re-check the pause would
-    make: staging waits only for what is left of ``RECHECK_SECONDS`` since the sensor looked (nothing
-    once the hand-over took that long). A file the sensor did not see, or saw differently, gets its
-    first look from staging's scan. Both tasks run on the same machine (one clock, one file system);
-    an observation from elsewhere simply matches nothing.
+    The sensor hands it to the staging task, where the first looks it names are the first looks of
+    those files (:meth:`looks`). A file that staging's own scan finds unchanged (same inode, size and
+    mtime) was unchanged since then, the hand-over between the two tasks included, which is the
+    re-check the pause would make: staging waits only for what is left of ``RECHECK_SECONDS`` since
+    that first look (nothing once the hand-over took that long). A file the sensor did not see, or
+    saw differently, gets its first look from staging's scan. Both tasks run on the same machine (one
+    clock, one file system); an observation from elsewhere simply matches nothing.
     """
 
     seen_at: float
     files: tuple[tuple[str, int, int, int, int], ...]  # (name, size, mtime_ns, dev, ino)
-    waiting: int  # ready files and odd entries in landing when the sensor looked
+    waiting: int  # files it fired for and odd entries in landing when the sensor looked
+    first_seen: tuple[float, ...] = ()  # per file; empty: every file first seen at seen_at
 
     @classmethod
-    def of(cls, scan: LandingScan, seen_at: float) -> LandingObservation:
-        files = tuple(c.key for c in scan.ready[:OBSERVED_MAX])
-        return cls(seen_at, files, len(scan.ready) + len(scan.odd))
+    def of(cls, candidates: Sequence[Candidate], odd: int, looks: Looks,
+           seen_at: float) -> LandingObservation:
+        chosen = candidates[:OBSERVED_MAX]
+        return cls(seen_at, tuple(c.key for c in chosen), len(candidates) + odd,
+                   tuple(looks.since(c) or seen_at for c in chosen))
 
     def looks(self) -> Looks:
-        """The sensor's look as the first look of every file it saw."""
-        return Looks(dict.fromkeys(self.files, self.seen_at))
+        """The sensor's looks as the first looks of the files it saw."""
+        return Looks(dict(zip(self.files, self.first_seen or [self.seen_at] * len(self.files), strict=True)))
 
     def to_xcom(self) -> dict[str, Any]:
-        return {"seen_at": self.seen_at, "files": [list(f) for f in self.files], "waiting": self.waiting}
+        return {"seen_at": self.seen_at, "files": [list(f) for f in self.files], "waiting": self.waiting,
+                "first_seen": list(self.first_seen)}
 
     @classmethod
     def from_xcom(cls, value: Any) -> LandingObservation | None:
         """The observation pushed by the sensor; None for anything else (e.g. an older sensor's count)."""
         try:
             files = tuple((str(n), int(s), int(m), int(d), int(i)) for n, s, m, d, i in value["files"])
-            return cls(float(value["seen_at"]), files, int(value["waiting"]))
-        except (KeyError, TypeError, ValueError):
+            first = tuple(float(t) for t in value.get("first_seen") or ())
+            if first and len(first) != len(files):
+                return None
+            return cls(float(value["seen_at"]), files, int(value["waiting"]), first)
+        except (AttributeError, KeyError, TypeError, ValueError):
             return None
 
 
-def observe_landing(settings: Settings, wait_seconds: float = 0.0) -> LandingObservation | None:
-    """The sensor's poke: an observation when a stable file (or an odd entry) is waiting, else None.
+# The sensor's pokes all run in one process: its looks are kept here from one poke to the next.
+SENSOR_LOOKS = Looks()
 
-    When nothing is ready yet but a fresh file will be old enough within ``wait_seconds``, it waits
-    for that moment and looks again, so a file is noticed when it becomes stable, not up to a poke
-    interval later. Only reads; a missing landing folder is nothing waiting.
+
+def observe_landing(settings: Settings, lead_seconds: float = 0.0,
+                    looks: Looks | None = None) -> LandingObservation | None:
+    """The sensor's poke: an observation when a stable file (or an odd entry) is waiting, or a fresh
+    file will be stable within ``lead_seconds``; else None.
+
+    Firing ``lead_seconds`` early lets the hand-over to the staging task overlap the end of the
+    file's stability window (the staging task waits for the rest). ``looks``, kept across pokes
+    (:data:`SENSOR_LOOKS`), dates each file's first look back to the first poke that saw it as it is,
+    so its re-check may be over when the staging task starts. Only reads; a missing landing folder is
+    nothing waiting.
     """
+    looks = Looks() if looks is None else looks
     now = time.time()
     scan = scan_landing(settings.landing, now, settings.stable_seconds)
-    if not scan.ready and not scan.odd and scan.next_ready_ns is not None:
-        delay = scan.next_ready_ns / 1e9 - now
-        if 0 <= delay <= wait_seconds:
-            time.sleep(delay + 0.001)
-            now = time.time()
-            scan = scan_landing(settings.landing, now, settings.stable_seconds)
-    if not scan.ready and not scan.odd:
+    looked = time.time()  # after the scan: no file was seen later than this
+    looks.note([*scan.ready, *scan.fresh], looked)
+    soon = [c for c in scan.fresh if c.mtime_ns / 1e9 + settings.stable_seconds <= looked + lead_seconds]
+    if not scan.ready and not scan.odd and not soon:
         return None
-    return LandingObservation.of(scan, time.time())  # after the scan: no file was seen later than this
+    return LandingObservation.of([*scan.ready, *soon], len(scan.odd), looks, looked)
 
