@@ -29,8 +29,9 @@ without events cannot stand in for the re-check; the looks can, and cost no wait
 loop still scans every ``SAFETY_LOOK_SECONDS``, for writers inotify does not see.
 
 **Bounded logs.** One line per wave, waves at least ``MIN_WAVE_SECONDS`` apart (at most 300 in a
-60 s run, about 60 KiB of task log at worst), a progress line per 500 files of a large wave, and a
-summary line at the end of the run. An idle loop writes nothing.
+60 s run, about 150 KiB of task log at worst: a line is about 500 bytes of JSON), a progress line
+per 500 files of a large wave, and a summary line at the end of the run. An idle loop writes
+nothing.
 
 **Stopping.** A SIGTERM (Airflow stopping the task) makes the loop stop at the next group boundary
 of the running wave (the files not reached stay in landing, untouched), after the handler that was
