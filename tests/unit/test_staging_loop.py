@@ -6,6 +6,7 @@ loop reports (its progress lines, its scans), never after a sleep.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -140,6 +141,27 @@ def test_a_file_still_changing_is_not_taken_on_its_old_looks(settings: Settings,
         b"".join(f"part {i}\n".encode() for i in range(5))]
 
 
+def test_a_steady_arrival_makes_at_most_one_wave_per_min_wave_seconds(settings: Settings) -> None:
+    """The bound on a run's task log: a file every 20 ms, and still at most five waves a second."""
+    settings = dataclasses.replace(settings, stable_seconds=0)
+    run_seconds, landed = 2.0, []
+    stop = threading.Event()
+
+    def producer() -> None:
+        while not stop.wait(0.02):
+            landed.append(write_now(settings, f"f{len(landed):04d}.txt", f"file {len(landed)}\n".encode()))
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    try:
+        report = staging.stage_until(settings, time.time() + run_seconds, Lines())
+    finally:
+        stop.set()
+        thread.join()
+    assert 2 <= report.waves <= run_seconds / loop.MIN_WAVE_SECONDS + 1
+    assert report.staged + len(list(settings.landing.iterdir())) == len(landed) > 2 * report.waves
+
+
 def test_a_run_past_its_deadline_is_one_wave_with_the_recheck_pause(settings: Settings,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     land(settings, "a.txt", b"a\n")
@@ -172,11 +194,12 @@ def test_a_missing_data_directory_is_an_error(tmp_path: Path) -> None:
 def test_the_run_report_adds_up_its_waves_and_names_the_asset_event() -> None:
     total = staging.StageReport(waves=0)
     assert total.event_extra() is None
-    total.add(staging.StageReport(duplicates=2, quarantined=1))
+    total.add(staging.StageReport(duplicates=2, quarantined=1, skipped_unstable=4, ignored=1))
     assert total.event_extra() is None  # nothing published: no event
-    total.add(staging.StageReport(staged=3, published={"structured": 3, "dstream": 4}))
+    total.add(staging.StageReport(staged=3, published={"structured": 3, "dstream": 4}, skipped_unstable=1))
     assert total.event_extra() == {"published": {"structured": 3, "dstream": 4}, "staged": 3,
                                    "duplicates": 2, "quarantined": 1, "waves": 2}
+    assert (total.skipped_unstable, total.ignored) == (1, 0)  # as the last wave found landing
 
 
 # -- the watcher -----------------------------------------------------------------------------------

@@ -74,12 +74,15 @@ class StageReport:
         return self.staged + self.duplicates + self.quarantined
 
     def add(self, wave: StageReport) -> None:
-        """Count ``wave`` into this report (a run's total); ``seconds`` is the caller's to set."""
+        """Count ``wave`` into this report (a run's total); ``seconds`` is the caller's to set.
+
+        Skipped and ignored files are those of the latest wave: a file waits through several.
+        """
         self.staged += wave.staged
         self.duplicates += wave.duplicates
         self.quarantined += wave.quarantined
-        self.skipped_unstable += wave.skipped_unstable
-        self.ignored += wave.ignored
+        self.skipped_unstable = wave.skipped_unstable
+        self.ignored = wave.ignored
         self.waves += wave.waves
         for engine, count in wave.published.items():
             self.published[engine] = self.published.get(engine, 0) + count
