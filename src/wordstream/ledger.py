@@ -38,8 +38,6 @@ FileStatus = Literal["landed", "staged", "quarantined", "duplicate"]
 FILE_STATUSES: tuple[FileStatus, ...] = ("landed", "staged", "quarantined", "duplicate")
 DeliveryState = Literal["publishing", "published", "processed", "returned"]
 DELIVERY_STATES: tuple[DeliveryState, ...] = ("publishing", "published", "processed", "returned")
-# A delivery in one of these states means the engine has (or is getting) this content.
-TAKEN_STATES: tuple[DeliveryState, ...] = ("publishing", "published", "processed")
 
 BUSY_TIMEOUT_SECONDS = 30.0
 

@@ -24,8 +24,8 @@ TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 # SQLite answers "database is locked" under bursts of writes; the API server turns that into a 500.
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "PATCH", "DELETE"})
+# The components ``/api/v2/monitor/health`` reports; a stack is up when all are healthy.
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-
 
 
 def _quiet(_line: str) -> None:
@@ -122,14 +122,6 @@ class AirflowClient:
         """``GET /api/v2/monitor/health``: one entry per component with its ``status``."""
         return self._request("GET", "/api/v2/monitor/health", timeout=timeout)
 
-    def is_healthy(self, components: Iterable[str] = HEALTH_COMPONENTS) -> bool:
-        """True when the server answers and every listed component reports ``healthy``."""
-        try:
-            health = self.health()
-        except AirflowApiError:
-            return False
-        return all((health.get(name) or {}).get("status") == "healthy" for name in components)
-
     def version(self) -> str:
         return str(self.api("GET", "/version")["version"])
 
@@ -199,9 +191,6 @@ class AirflowClient:
 
     def get_dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-
-    def dag_run_state(self, dag_id: str, run_id: str) -> str:
-        return str(self.get_dag_run(dag_id, run_id)["state"])
 
     def list_dag_runs(self, dag_id: str, states: Iterable[str] = ()) -> list[dict[str, Any]]:
         params = {"state": list(states)} if states else None

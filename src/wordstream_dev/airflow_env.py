@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from wordstream.settings import REPO_DIR, Settings, _env_int
@@ -113,9 +113,6 @@ class AirflowInstance:
             else _env_int(env, "WORDSTREAM_TRIGGER_LOG_PORT", cls.trigger_log_port),
         )
 
-    def with_ports(self, port: int, worker_log_port: int, trigger_log_port: int) -> AirflowInstance:
-        return replace(self, port=port, worker_log_port=worker_log_port, trigger_log_port=trigger_log_port)
-
     # -- derived ---------------------------------------------------------------------------------
     @property
     def client_host(self) -> str:
@@ -126,11 +123,6 @@ class AirflowInstance:
     def api_url(self) -> str:
         host = f"[{self.client_host}]" if ":" in self.client_host else self.client_host
         return f"http://{host}:{self.port}"
-
-    @property
-    def ports(self) -> tuple[int, int, int]:
-        """Every port this Airflow listens on (API, worker logs, triggerer logs)."""
-        return (self.port, self.worker_log_port, self.trigger_log_port)
 
     @property
     def database(self) -> Path:
