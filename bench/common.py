@@ -1,18 +1,16 @@
-"""What every measurement shares: the run context, summaries of repeats, results, Spark processes.
+"""What every measurement shares: the run context, summaries of repeats, results, memory sampling.
 
 A benchmark that leaves a Spark driver or an Airflow behind spoils every figure taken after it, so
-every process started here runs in a process group of its own and is killed, group and all, in a
-``finally`` block, whatever happened to the measurement.
+every process started here runs in a process group of its own (:mod:`wordstream_dev.spark_submit`,
+:class:`wordstream_dev.stack.Stack`) and is stopped, group and all, when its ``with`` block ends,
+whatever happened to the measurement.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -22,13 +20,11 @@ from typing import Any
 
 import psutil
 
-from wordstream import control
-from wordstream.control import wait_for
-from wordstream.engines.app_args import AppArgs
-from wordstream.settings import Engine, Settings
-from wordstream.spark_env import application, spark_env, spark_submit_binary
+from wordstream.settings import Settings
+from wordstream_dev.processes import group_members
+from wordstream_dev.spark_submit import LOCAL_MASTER
 
-MASTER = "local[2]"
+MASTER = LOCAL_MASTER
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -202,44 +198,6 @@ def paired_ratios(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
 
 
 # -- processes ---------------------------------------------------------------------------------
-def group_members(pgid: int) -> list[psutil.Process]:
-    members = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                members.append(proc)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return members
-
-
-def kill_group(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
-    """SIGTERM the process group of ``proc`` (its own session), then SIGKILL whatever is left."""
-    if proc is None:
-        return
-    pgid = proc.pid
-    if not group_members(pgid) and proc.poll() is not None:
-        return
-    for sig, patience in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline:
-            proc.poll()
-            if not group_members(pgid):
-                break
-            time.sleep(0.2)
-        else:
-            continue
-        break
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 class RssSampler:
     """Peak resident memory of a process group, sampled in the background (per process and summed)."""
 
@@ -280,107 +238,3 @@ def role(proc: psutil.Process) -> str:
     if command and os.path.basename(command[0]) == "java":
         return "java"
     return "python driver" if any("spark_apps" in part for part in command[1:2]) else "python worker"
-
-
-def spark_submit_command(script: str, args: Sequence[str], settings: Settings,
-                         conf: Mapping[str, str] | None = None,
-                         driver_memory: str | None = None) -> list[str]:
-    """spark-submit with the settings every wordstream application runs with (plus ``conf``)."""
-    merged = {**settings.spark_conf(), **(conf or {})}
-    options = [item for key, value in merged.items() for item in ("--conf", f"{key}={value}")]
-    if driver_memory:
-        options += ["--driver-memory", driver_memory]
-    return [spark_submit_binary(), "--master", MASTER, *options, script, *args]
-
-
-def spark_environment(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **spark_env(), "WORDSTREAM_DATA_DIR": str(settings.data_dir)}
-
-
-def run_spark_job(command: list[str], settings: Settings, log: Path, timeout: float) -> None:
-    """Run a finite spark-submit to completion (own process group, killed on any failure)."""
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        with log.open("ab") as out:
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                    env=spark_environment(settings), start_new_session=True)
-        code = proc.wait(timeout=timeout)
-        if code != 0:
-            raise RuntimeError(f"spark-submit exited {code}; see {log}:\n{tail(log)}")
-    finally:
-        kill_group(proc)
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-class StreamApp:
-    """One engine's streaming application under spark-submit, as the DAG would start it."""
-
-    def __init__(self, engine: Engine, settings: Settings, log: Path, batch_seconds: int,
-                 conf: Mapping[str, str] | None = None, driver_memory: str | None = None) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.log = log
-        args = AppArgs.for_engine(settings, engine, batch_seconds=batch_seconds).to_argv()
-        self.command = spark_submit_command(application(engine), args, settings, conf, driver_memory)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> StreamApp:
-        self.settings.ensure_dirs()
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
-                                         env=spark_environment(self.settings), start_new_session=True)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self.alive():
-                control.request_stop(self.settings.state, self.engine)
-                try:
-                    assert self.proc is not None
-                    self.proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    pass
-        finally:
-            kill_group(self.proc)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            code = self.proc.returncode if self.proc else None
-            raise RuntimeError(f"{self.engine} stream exited ({code}); see {self.log}:\n{tail(self.log)}")
-
-    def status(self) -> dict[str, Any]:
-        return control.read_status(self.settings.state, self.engine)
-
-    def wait_running(self, timeout: float = 240.0) -> None:
-        def running() -> bool:
-            self.check_alive()
-            return self.status().get("state") == "running"
-
-        wait_for(running, timeout, f"{self.engine} to be running", interval=0.25)
-
-    def wait_processed(self, files: int, timeout: float, interval: float = 0.05) -> dict[str, Any]:
-        """Until the ledger counts ``files`` processed by this engine; returns that status."""
-        def done() -> dict[str, Any] | None:
-            self.check_alive()
-            status = self.status()
-            return status if int(status.get("files_processed") or 0) >= files else None
-
-        return wait_for(done, timeout, f"{self.engine} to process {files} files", interval=interval)
-
-    @property
-    def pgid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-
-def python() -> str:
-    return sys.executable

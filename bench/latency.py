@@ -39,7 +39,7 @@ from wordstream import control, results
 from wordstream.control import wait_for
 from wordstream.settings import Engine, Settings
 from wordstream_dev.airflow_api import AirflowClient
-from wordstream_dev.cluster import free_ports
+from wordstream_dev.processes import free_ports
 from wordstream_dev.stack import Stack
 
 ENGINE: Engine = "structured"

@@ -21,10 +21,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Check, Context, Figure, Result, RssSampler, StreamApp, bench_settings
+from bench.common import Check, Context, Figure, Result, RssSampler, bench_settings
 from bench.corpus import Corpus, distinct_words_corpus
 from bench.throughput import batch_lines, publish
 from wordstream import results
+from wordstream_dev.spark_submit import StreamApp
 
 KEYS = 1_000_000
 QUICK_KEYS = 100_000
@@ -86,7 +87,7 @@ def run_provider(ctx: Context, label: str, provider_class: str, load: Corpus, up
     try:
         with app:
             app.wait_running()
-            with RssSampler(app.pgid) as sampler:
+            with RssSampler(app.pid) as sampler:
                 done = 0
                 for phase, corpus in (("load", load), ("update", update)):
                     for path in corpus.files:

@@ -28,23 +28,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    MASTER,
-    Check,
-    Context,
-    Figure,
-    Result,
-    StreamApp,
-    bench_settings,
-    paired_ratios,
-    ratio,
-    run_spark_job,
-    spark_submit_command,
-)
+from bench.common import MASTER, Check, Context, Figure, Result, bench_settings, paired_ratios, ratio
 from bench.corpus import Corpus, counter_word_count, decoded, write_corpus
 from wordstream import results
 from wordstream.settings import Engine, Settings
 from wordstream.staging import stage
+from wordstream_dev.spark_submit import SparkSubmit, StreamApp
 
 BATCH_SCRIPT = Path(__file__).with_name("spark_batch.py")
 BATCH_LINE = re.compile(
@@ -135,7 +124,7 @@ def run_stream(ctx: Context, engine: Engine, corpus: Corpus, warmup: Corpus, wav
     settings.data_dir.mkdir(parents=True)
     settings.ensure_dirs()
     log = root / "driver.log"
-    with StreamApp(engine, settings, log, batch_seconds) as app:
+    with StreamApp(engine, settings, log, batch_seconds=batch_seconds) as app:
         app.wait_running()
         publish(settings, warmup.files)
         app.wait_processed(len(warmup.files), timeout=300)
@@ -191,8 +180,10 @@ def run_batch(ctx: Context, kind: str, corpus: Corpus, warmup: Corpus, label: st
             "--output", str(root / "out"), "--result", str(result), "--repeats", "1"]
     if tokenize:
         args.append("--tokenize")
-    command = spark_submit_command(str(BATCH_SCRIPT), args, settings)
-    run_spark_job(command, settings, root / "spark.log", timeout=max(600.0, corpus.total_words / 100_000))
+    job = SparkSubmit(str(BATCH_SCRIPT), args, log=root / "spark.log", master=MASTER,
+                      conf=settings.spark_conf(), data_dir=settings.data_dir)
+    if job.run(timeout=max(600.0, corpus.total_words / 100_000)) != 0:
+        raise RuntimeError(job.exited("the batch baseline"))
     found = json.loads(result.read_text())
     shutil.rmtree(root / "out", ignore_errors=True)
     return float(found["seconds"][0]), found.get("tokenize_seconds")

@@ -1,26 +1,24 @@
 """Test support: an independent reference, a deterministic corpus and real spark-submit processes.
 
-The reference is written from the contract in architecture.md with plain loops, sharing no code with
-the package, so a bug in ``wordstream.engines.keys`` cannot hide itself.
+The reference is written from the key contract (``wordstream.engines.keys``: lines as Hadoop's reader
+ends them, words split on ASCII whitespace) with plain loops, sharing no code with the package, so a
+bug in ``wordstream.engines.keys`` cannot hide itself. Processes are found, started
+and stopped with :mod:`wordstream_dev.processes`, as the tooling does (``group_members`` and
+``processes_mentioning`` are re-exported from there).
 """
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from wordstream import control
-from wordstream.engines.app_args import AppArgs
-from wordstream.settings import Engine, Settings
-from wordstream.spark_env import application, spark_env, spark_submit_binary
+from wordstream_dev.processes import group_members as group_members
+from wordstream_dev.processes import processes_mentioning as processes_mentioning
+from wordstream_dev.spark_submit import StreamApp
 
 ASCII_WHITESPACE = " \t\n\x0b\x0c\r"
 
@@ -118,85 +116,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         raise AssertionError(str(error)) from None
 
 
-class SparkApp:
-    """One engine's application under a real spark-submit, in its own process group."""
+class SparkApp(StreamApp):
+    """One engine's application under a real spark-submit (:class:`wordstream_dev.spark_submit.StreamApp`).
 
-    def __init__(self, engine: Engine, settings: Settings, log: Path, keys: str = "words",
-                 batch_seconds: int = 1, timeout: int | None = None, available_now: bool = False,
-                 master: str = "local[2]") -> None:
-        self.engine = engine
-        self.settings = settings
-        self.log = log
-        self.args = AppArgs.for_engine(settings, engine, keys=keys, batch_seconds=batch_seconds,
-                                       timeout=timeout).to_argv()
-        if available_now:
-            self.args.append("--available-now")
-        self.master = master
-        self.proc: subprocess.Popen[bytes] | None = None
+    ``kill9`` is a drill's SIGKILL of the whole application (JVM, Python driver, Python workers);
+    ``cleanup``, in a test's ``finally``, is the same and does nothing once all of it has exited.
+    """
 
-    def command(self) -> list[str]:
-        conf = [item for k, v in self.settings.spark_conf().items() for item in ("--conf", f"{k}={v}")]
-        return [spark_submit_binary(), "--master", self.master, *conf, application(self.engine), *self.args]
-
-    def start(self) -> SparkApp:
-        self.settings.ensure_dirs()
-        env = {**os.environ, **spark_env(), "WORDSTREAM_DATA_DIR": str(self.settings.data_dir)}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
-        return self
-
-    def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout=timeout)
-
-    def wait_running(self, timeout: float = 120) -> None:
-        def running() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.engine} exited {self.proc.returncode}:\n{self.tail()}")
-            return control.read_status(self.settings.state, self.engine).get("state") == "running"
-
-        wait_until(running, timeout, f"{self.engine} to be running")
-
-    def stop_gracefully(self, timeout: float = 60) -> int:
-        control.request_stop(self.settings.state, self.engine)
-        return self.wait(timeout)
-
-    def kill9(self) -> None:
-        """SIGKILL every process of the application (JVM, Python driver, Python workers)."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        wait_until(lambda: not group_members(self.proc.pid), 30, "killed processes to disappear")
-
-    def cleanup(self) -> None:
-        if self.proc is not None and group_members(self.proc.pid):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def group_members(pgid: int) -> list[psutil.Process]:
-    members = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                members.append(proc)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return members
-
-
-def processes_mentioning(text: str) -> list[psutil.Process]:
-    """Live processes whose command line contains ``text`` (e.g. a test's data directory)."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and text in " ".join(proc.info["cmdline"] or []):
-                found.append(proc)
-        except psutil.NoSuchProcess:
-            continue
-    return found
+    kill9 = StreamApp.kill
+    cleanup = StreamApp.kill

@@ -25,7 +25,7 @@ Environment (each overridden by the matching option): ``WORDSTREAM_CLUSTER_DIR``
 From Python (tests, benchmarks)::
 
     with LocalCluster(tmp_path, master_port=find_free_port(), webui_port=find_free_port()) as cluster:
-        cluster.submit(["app.py"])          # spark-submit --master cluster.master_url app.py
+        cluster.submit(["app.py"], tmp_path / "app.log")  # spark-submit --master cluster.master_url app.py
         cluster.master_json()["completedapps"]
 """
 
@@ -34,10 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -52,9 +48,20 @@ import psutil
 
 from wordstream import Progress
 from wordstream.settings import REPO_DIR
-from wordstream.spark_env import spark_env, spark_home, spark_submit_binary
+from wordstream.spark_env import spark_env, spark_home
+from wordstream_dev.prerequisites import java_problem
+from wordstream_dev.processes import (
+    HOST,
+    LoggedProcess,
+    creation_time,
+    log_tail,
+    port_in_use,
+    recorded_group,
+    started_process,
+    stop_processes,
+)
+from wordstream_dev.spark_submit import SparkSubmit
 
-HOST = "127.0.0.1"
 DEFAULT_RUN_DIR = REPO_DIR / "run" / "cluster"
 DEFAULT_MASTER_PORT = 7077
 DEFAULT_WEBUI_PORT = 8081
@@ -64,35 +71,8 @@ MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
 
-
 class ClusterError(RuntimeError):
     """The cluster could not be started or queried; the message says why and where the logs are."""
-
-
-def find_free_port(host: str = HOST) -> int:
-    """A TCP port nothing listens on right now (tests and benchmarks start clusters side by side)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def free_ports(count: int, host: str = HOST) -> list[int]:
-    """``count`` distinct ports nothing listens on right now (an Airflow needs three)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = find_free_port(host)
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def port_in_use(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-        return False
 
 
 def daemon_env(run_dir: Path, name: str, base: Mapping[str, str] | None = None,
@@ -118,20 +98,6 @@ def daemon_env(run_dir: Path, name: str, base: Mapping[str, str] | None = None,
     return env
 
 
-def _group_members(pgid: int) -> list[psutil.Process]:
-    """Live (non-zombie) processes of a process group; zombies are dead, only not yet reaped."""
-    members = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if os.getpgid(proc.pid) == pgid:
-                members.append(proc)
-        except (ProcessLookupError, psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return members
-
-
 @dataclass
 class Daemon:
     """One started daemon: its process group is its pid (it is a session leader)."""
@@ -143,24 +109,14 @@ class Daemon:
 
     def is_ours(self) -> bool:
         """False once the pid was reused by an unrelated process (pid files outlive processes)."""
-        try:
-            proc = psutil.Process(self.pid)
-            return abs(proc.create_time() - self.create_time) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
+        return started_process(self.pid, self.create_time) is not None
 
     def members(self) -> list[psutil.Process]:
         """Every live process of this daemon's group: the JVM, its executors and their Pythons.
 
         If the leader's pid now belongs to an unrelated process, the group is not ours: empty list.
         """
-        try:
-            leader = psutil.Process(self.pid)
-            if abs(leader.create_time() - self.create_time) >= 1.0:
-                return []
-        except psutil.NoSuchProcess:
-            pass  # the leader is gone; orphans may still carry its group id
-        return _group_members(self.pid)
+        return recorded_group(self.pid, self.create_time)
 
 
 @dataclass
@@ -185,7 +141,7 @@ class LocalCluster:
     start_timeout: float = 120.0
     grace_seconds: float = 5.0
     progress: Progress | None = None
-    _popens: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False, repr=False)
+    _started: list[LoggedProcess] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir).resolve()
@@ -280,23 +236,11 @@ class LocalCluster:
         """
         daemons = self.daemons()
         daemons.sort(key=lambda daemon: daemon.name == "master")
-        for sig, wait in ((signal.SIGTERM, self.grace_seconds), (signal.SIGKILL, 5.0)):
-            pending = [daemon for daemon in daemons if daemon.members()]
-            if not pending:
-                break
-            for daemon in pending:
-                try:
-                    os.killpg(daemon.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and any(daemon.members() for daemon in pending):
-                self._reap()
-                time.sleep(0.2)
-        self._reap()
-        left = [proc.pid for daemon in daemons for proc in daemon.members()]
+        pending = [daemon for daemon in daemons if daemon.members()]
+        left = stop_processes(lambda: [proc for daemon in pending for proc in daemon.members()],
+                              self.grace_seconds, groups=[daemon.pid for daemon in pending], reap=self._reap)
         if left:
-            raise ClusterError(f"processes still alive after SIGKILL: {left}")
+            raise ClusterError(f"processes still alive after SIGKILL: {[proc.pid for proc in left]}")
         for daemon in daemons:
             (self.run_dir / f"{daemon.name}.pid").unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
@@ -309,18 +253,14 @@ class LocalCluster:
         self.stop()
 
     # -- running applications -------------------------------------------------------------------
-    def submit(self, args: Sequence[str], conf: Mapping[str, str] | None = None,
-               timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
-        """``spark-submit --master <this cluster> [--conf k=v ...] *args`` in client mode, output captured."""
-        command = [spark_submit_binary(), "--master", self.master_url]
-        for key, value in (conf or {}).items():
-            command += ["--conf", f"{key}={value}"]
-        command += list(args)
-        env = dict(os.environ)
-        env.update(spark_env(env))
-        env["SPARK_LOCAL_IP"] = HOST
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+    def submit(self, args: Sequence[str], log: Path, conf: Mapping[str, str] | None = None,
+               timeout: float = 600.0) -> int:
+        """``spark-submit --master <this cluster> [--conf k=v ...] *args`` in client mode; its exit code.
+
+        Its output goes to ``log``; whatever it leaves of its process group is stopped.
+        """
+        return SparkSubmit(args[0], args[1:], log=log, master=self.master_url, conf=conf,
+                           env={"SPARK_LOCAL_IP": HOST}).run(timeout)
 
     # -- internals ------------------------------------------------------------------------------
     def _say(self, message: str) -> None:
@@ -328,13 +268,14 @@ class LocalCluster:
             self.progress(message)
 
     def _check_prerequisites(self) -> None:
-        if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-            raise ClusterError("Java 17+ is required to run Spark (`make setup` installs it)")
+        problem = java_problem()
+        if problem:
+            raise ClusterError(problem)
         spark_class = spark_home() / "bin" / "spark-class"
         if not os.access(spark_class, os.X_OK):
             raise ClusterError(f"{spark_class} is missing or not executable; reinstall pyspark")
         for port in (self.master_port, self.webui_port):
-            if port_in_use(port):
+            if port_in_use(port, HOST):
                 raise ClusterError(
                     f"port {port} on {HOST} is already in use: choose other ports "
                     "(--master-port/--webui-port or WORDSTREAM_CLUSTER_MASTER_PORT/_WEBUI_PORT)"
@@ -344,22 +285,14 @@ class LocalCluster:
         log = self.run_dir / f"{name}.log"
         (self.run_dir / "work" / name).mkdir(parents=True, exist_ok=True)
         env = daemon_env(self.run_dir, name, app_cores=self.app_cores)
-        with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
-            # start_new_session: own session and process group, so a Ctrl-C in the shell that ran
-            # `up` does not reach the daemons, and killpg reaches the executors they fork.
-            popen = subprocess.Popen(
-                [str(spark_home() / "bin" / "spark-class"), *arguments],
-                stdin=devnull, stdout=out, stderr=subprocess.STDOUT, env=env,
-                cwd=self.run_dir, start_new_session=True,
-            )
-        self._popens.append(popen)
-        (self.run_dir / f"{name}.pid").write_text(f"{popen.pid}\n")
-        try:
-            created = psutil.Process(popen.pid).create_time()
-        except psutil.NoSuchProcess:
-            created = time.time()
-        self._say(f"started {name} (pid {popen.pid}, log {log})")
-        return Daemon(name=name, pid=popen.pid, create_time=created, log=str(log))
+        # Own session and process group: a Ctrl-C in the shell that ran `up` does not reach the
+        # daemon, and killpg reaches the executors it forks.
+        daemon = LoggedProcess([str(spark_home() / "bin" / "spark-class"), *arguments], log, env=env,
+                               cwd=self.run_dir).start()
+        self._started.append(daemon)
+        (self.run_dir / f"{name}.pid").write_text(f"{daemon.pid}\n")
+        self._say(f"started {name} (pid {daemon.pid}, log {log})")
+        return Daemon(name=name, pid=daemon.pid, create_time=creation_time(daemon.pid), log=str(log))
 
     def _write_state(self, daemons: list[Daemon]) -> None:
         state = {
@@ -391,9 +324,9 @@ class LocalCluster:
             for daemon in daemons:
                 if not daemon.members():
                     raise ClusterError(f"{daemon.name} exited while waiting for {what}; "
-                                       f"see {daemon.log}:\n{_tail(Path(daemon.log))}")
+                                       f"see {daemon.log}:\n{log_tail(Path(daemon.log), 15)}")
             if now - started > self.start_timeout:
-                logs = "\n".join(f"--- {d.log}\n{_tail(Path(d.log))}" for d in daemons)
+                logs = "\n".join(f"--- {d.log}\n{log_tail(Path(d.log), 15)}" for d in daemons)
                 raise ClusterError(f"timed out after {self.start_timeout:.0f}s waiting for {what}\n{logs}")
             if now - last_report >= 3.0:
                 alive = max(self.alive_workers(), 0)
@@ -403,8 +336,8 @@ class LocalCluster:
 
     def _reap(self) -> None:
         """Collect exit statuses of daemons this process started, so none lingers as a zombie."""
-        for popen in self._popens:
-            popen.poll()
+        for daemon in self._started:
+            daemon.running()
 
 
 def _get_json(url: str, timeout: float) -> dict[str, Any]:
@@ -416,13 +349,6 @@ def _get_json(url: str, timeout: float) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ClusterError(f"unexpected answer from {url}")
     return data
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # -- command line ---------------------------------------------------------------------------------

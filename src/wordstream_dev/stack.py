@@ -19,10 +19,11 @@ The run directory (``<repo>/run``, or ``WORDSTREAM_RUN_DIR``) holds ``airflow.lo
 (the ``run`` process, which ``stop`` signals) and ``stack.json`` (what was started, so ``stop`` works
 even when ``run`` is gone).
 
-From Python (the e2e tests) every location and port can be overridden::
+From Python (the e2e tests, the benchmarks) every location and port can be overridden::
 
-    with Stack(airflow_home=tmp / "home", data_dir=tmp / "data", run_dir=tmp / "run",
-               port=find_free_port(), worker_log_port=..., trigger_log_port=...) as stack:
+    api_port, worker_log_port, trigger_log_port = free_ports(3)  # wordstream_dev.processes
+    with Stack(airflow_home=tmp / "home", data_dir=tmp / "data", run_dir=tmp / "run", port=api_port,
+               worker_log_port=worker_log_port, trigger_log_port=trigger_log_port) as stack:
         api = stack.client()
 """
 
@@ -31,10 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -51,8 +50,24 @@ import psutil
 from wordstream import Progress, control
 from wordstream.durable import write_json_atomically
 from wordstream.settings import DAG_IDS, ENGINES, Engine, Settings, stream_dag_id
-from wordstream_dev.airflow_api import AirflowApiError, AirflowClient
+from wordstream_dev.airflow_api import HEALTH_COMPONENTS, AirflowApiError, AirflowClient
 from wordstream_dev.airflow_env import ADMIN_USER, AirflowInstance
+from wordstream_dev.prerequisites import java_problem
+from wordstream_dev.processes import (
+    LoggedProcess,
+    alive,
+    creation_time,
+    describe,
+    log_tail,
+    names,
+    port_in_use,
+    port_owner,
+    processes_mentioning,
+    processes_with_env,
+    recorded_group,
+    started_process,
+    stop_processes,
+)
 
 STARTED_STREAM = stream_dag_id("structured")
 STACK_ID_ENV = "WORDSTREAM_STACK_ID"
@@ -60,8 +75,6 @@ STATE_FILE = "stack.json"
 PID_FILE = "stack.pid"
 LOG_FILE = "airflow.log"
 DB_STAMP = ".wordstream-db-version"
-MIN_JAVA = 17
-
 
 
 def say(message: str) -> None:
@@ -70,78 +83,6 @@ def say(message: str) -> None:
 
 class StackError(RuntimeError):
     """The stack cannot start or stop; the message is one line a user can act on."""
-
-
-# -- prerequisites ------------------------------------------------------------------------------
-def java_major_version(env: Mapping[str, str] | None = None) -> int | None:
-    """The major version of the ``java`` Spark will use (JAVA_HOME first, then PATH), or None."""
-    env = os.environ if env is None else env
-    java_home = env.get("JAVA_HOME")
-    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java", path=env.get("PATH"))
-    if not java or not os.access(java, os.X_OK):
-        return None
-    try:
-        output = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', output)
-    if not match:
-        return None
-    major = int(match.group(1))
-    return int(match.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
-
-
-def port_taken(port: int, host: str) -> bool:
-    """True when a server already listens on ``host:port``.
-
-    Binds with SO_REUSEADDR, as Airflow's servers do: connections of a stack that just stopped
-    linger in TIME_WAIT for a minute and must not count as "in use".
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host.strip("[]"), port))
-        except OSError:
-            return True
-        return False
-
-
-def port_owner(port: int) -> psutil.Process | None:
-    """The process listening on ``port`` (any address), when the system lets us see it."""
-    try:
-        connections = psutil.net_connections(kind="inet")
-    except (psutil.AccessDenied, OSError):
-        return None
-    for conn in connections:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            try:
-                return psutil.Process(conn.pid)
-            except psutil.NoSuchProcess:
-                continue
-    return None
-
-
-def describe(proc: psutil.Process) -> str:
-    try:
-        command = " ".join(" ".join(proc.cmdline()).split()) or proc.name()  # setproctitle pads
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        command = "?"
-    return f"pid {proc.pid} ({command[:100]})"
-
-
-def _name(proc: psutil.Process) -> str:
-    try:
-        return proc.name()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return "?"
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 # -- the stack ----------------------------------------------------------------------------------
@@ -181,7 +122,7 @@ class Stack:
         self.start_timeout = start_timeout
         self.stream_stop_timeout = stream_stop_timeout
         self.grace_seconds = grace_seconds
-        self._popen: subprocess.Popen[bytes] | None = None
+        self._airflow: LoggedProcess | None = None  # when started by this object
         self._last_state: dict[str, Any] = {}  # kept after stop() so processes() can still check
 
     # -- locations ------------------------------------------------------------------------------
@@ -238,15 +179,7 @@ class Stack:
     def _airflow_leader(self, state: Mapping[str, Any]) -> psutil.Process | None:
         """The recorded ``airflow standalone`` process, if it is still that process."""
         pid = state.get("airflow_pid")
-        if not pid:
-            return None
-        try:
-            proc = psutil.Process(int(pid))
-            if abs(proc.create_time() - float(state.get("airflow_create_time", 0))) < 1.0 and _alive(proc):
-                return proc
-        except psutil.NoSuchProcess:
-            pass
-        return None
+        return started_process(int(pid), float(state.get("airflow_create_time", 0))) if pid else None
 
     def is_running(self) -> bool:
         """True while the recorded ``airflow standalone`` of this run directory is alive."""
@@ -261,53 +194,31 @@ class Stack:
         After :meth:`stop` the last recorded stack is still checked, so a test can prove it is gone.
         """
         state = self.recorded() or self._last_state
-        stack_id = state.get("stack_id")
-        pgid = int(state["airflow_pid"]) if state.get("airflow_pid") else None
-        leader = self._airflow_leader(state)
-        if pgid and leader is None:
-            try:  # the pid now belongs to someone else: its group is not ours
-                psutil.Process(pgid)
-                pgid = None
-            except psutil.NoSuchProcess:
-                pass  # leader gone; orphans may still carry its group id
+        found: dict[int, psutil.Process] = {}
+        if state.get("airflow_pid"):
+            group = recorded_group(int(state["airflow_pid"]), float(state.get("airflow_create_time", 0)))
+            found.update((proc.pid, proc) for proc in group)
         apps = str(self.spark_apps_dir) + os.sep
         data = str(self.instance.data_dir) + os.sep
-        me = os.getpid()
-        found: list[psutil.Process] = []
-        for proc in psutil.process_iter(["pid", "status", "cmdline"]):
-            if proc.pid == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            try:
-                if pgid and os.getpgid(proc.pid) == pgid:
-                    found.append(proc)
-                    continue
-                command = " ".join(proc.info["cmdline"] or [])
-                if apps in command and data in command:
-                    found.append(proc)
-                    continue
-                if stack_id and proc.environ().get(STACK_ID_ENV) == stack_id:
-                    found.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
-                continue
-        return found
+        found.update((proc.pid, proc) for proc in processes_mentioning(apps, data))
+        if state.get("stack_id"):
+            found.update((proc.pid, proc) for proc in processes_with_env(STACK_ID_ENV, state["stack_id"]))
+        found.pop(os.getpid(), None)
+        return list(found.values())
 
     # -- checks ---------------------------------------------------------------------------------
     def check_prerequisites(self) -> None:
         """One clear line per problem: Java for Spark, the airflow command, free ports."""
-        java = java_major_version(self.base_env)
-        if java is None:
-            raise StackError(f"Java {MIN_JAVA}+ is required for Spark and none was found (Debian: "
-                             "apt-get install openjdk-17-jre-headless; `make setup` does it as root)")
-        if java < MIN_JAVA:
-            raise StackError(f"Java {MIN_JAVA}+ is required for Spark 4; found Java {java} "
-                             "(set JAVA_HOME or put a newer java first on PATH)")
+        problem = java_problem(self.base_env)
+        if problem:
+            raise StackError(problem)
         if not os.access(self.airflow_bin, os.X_OK):
             raise StackError(f"{self.airflow_bin} not found: run `make setup` first")
         names = {self.instance.port: "API server / UI", self.instance.worker_log_port: "worker log server",
                  self.instance.trigger_log_port: "triggerer log server"}
         for port, what in names.items():
             host = self.instance.bind if port == self.instance.port else "0.0.0.0"
-            if port_taken(port, host):
+            if port_in_use(port, host):
                 owner = port_owner(port)
                 held_by = f" by {describe(owner)}" if owner else ""
                 hint = "WORDSTREAM_AIRFLOW_PORT" if port == self.instance.port else (
@@ -334,21 +245,15 @@ class Stack:
         stack_id = uuid.uuid4().hex
         env = self.environment(stack_id)
         self._rotate_log()
-        with open(self.log_file, "ab") as log, open(os.devnull, "rb") as devnull:
+        with open(self.log_file, "ab") as log:
             log.write(f"==== wordstream stack {stack_id} starting {datetime.now(UTC).isoformat()}\n".encode())
-            log.flush()
-            # Own session: Ctrl-C in the terminal reaches only `stack run`, which then stops the
-            # streams before Airflow; and killpg reaches every Airflow component at once.
-            self._popen = subprocess.Popen(
-                [str(self.airflow_bin), "standalone"], env=env, stdin=devnull, stdout=log,
-                stderr=subprocess.STDOUT, cwd=self.instance.airflow_home, start_new_session=True,
-            )
-        try:
-            created = psutil.Process(self._popen.pid).create_time()
-        except psutil.NoSuchProcess:
-            created = 0.0
+        # Own session: Ctrl-C in the terminal reaches only `stack run`, which then stops the streams
+        # before Airflow; and killpg reaches every Airflow component at once.
+        self._airflow = LoggedProcess([str(self.airflow_bin), "standalone"], self.log_file, env=env,
+                                      cwd=self.instance.airflow_home).start()
         self._write_state({
-            "stack_id": stack_id, "airflow_pid": self._popen.pid, "airflow_create_time": created,
+            "stack_id": stack_id, "airflow_pid": self._airflow.pid,
+            "airflow_create_time": creation_time(self._airflow.pid),
             "api_url": self.api_url, "airflow_home": str(self.instance.airflow_home),
             "data_dir": str(self.instance.data_dir), "port": self.instance.port,
             "log": str(self.log_file), "started_at": datetime.now(UTC).isoformat(),
@@ -386,15 +291,13 @@ class Stack:
         last_report = started
         self.progress(f"starting Airflow (log: {self.log_file}) ...")
         while True:
-            if self._popen is not None and self._popen.poll() is not None:
-                code = self._popen.returncode
-                raise StackError(f"airflow standalone exited with {code}:\n{self.log_tail()}")
+            if self._airflow is not None and not self._airflow.running():
+                raise StackError(self._airflow.exited("airflow standalone"))
             try:
                 health = probe.health()
             except AirflowApiError:
                 health = {}
-            states = {name: (health.get(name) or {}).get("status") for name in
-                      ("metadatabase", "scheduler", "triggerer", "dag_processor")}
+            states = {name: (health.get(name) or {}).get("status") for name in HEALTH_COMPONENTS}
             if all(state == "healthy" for state in states.values()):
                 self.progress(f"Airflow is up after {time.monotonic() - started:.0f} s")
                 return
@@ -421,34 +324,15 @@ class Stack:
         if pending:
             self.progress(f"stopping Airflow ({len(pending)} processes) ...")
             leader = self._airflow_leader(state)
-            group = leader.pid if leader is not None else None
-            if group is not None:
-                try:
-                    os.killpg(group, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    group = None
-            for proc in pending:
-                try:
-                    if group is None or os.getpgid(proc.pid) != group:
-                        proc.terminate()
-                except (psutil.NoSuchProcess, ProcessLookupError):
-                    pass
-            self._wait_gone(self.grace_seconds)
-        pending = self.processes()
-        if pending:
-            names = ", ".join(sorted({_name(proc) for proc in pending}))
-            self.progress(f"{len(pending)} processes still running after {self.grace_seconds:g} s "
-                          f"({names}): killing")
-            for proc in pending:
-                try:
-                    proc.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            self._wait_gone(10.0)
-        self._reap()
-        left = self.processes()
-        if left:
-            raise StackError("still alive after SIGKILL: " + ", ".join(describe(p) for p in left))
+
+            def killing(left: list[psutil.Process]) -> None:
+                self.progress(f"{len(left)} processes still running after {self.grace_seconds:g} s "
+                              f"({names(left)}): killing")
+
+            left = stop_processes(self.processes, self.grace_seconds, reap=self._reap, on_kill=killing,
+                                  groups=[leader.pid] if leader is not None else [])
+            if left:
+                raise StackError("still alive after SIGKILL: " + ", ".join(describe(p) for p in left))
         for engine in stop_requested:  # a marker no driver consumed would stop the next start at once
             control.clear_stop(self.settings.state, engine)
         self.state_file.unlink(missing_ok=True)
@@ -493,18 +377,10 @@ class Stack:
         except (AirflowApiError, StackError) as exc:
             self.progress(f"  cannot ask Airflow about the stream runs ({exc}); going on")
 
-    def _wait_gone(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._reap()
-            if not self.processes():
-                return
-            time.sleep(0.5)
-
     def _reap(self) -> None:
         """Collect our own child's exit status so it does not linger as a zombie."""
-        if self._popen is not None:
-            self._popen.poll()
+        if self._airflow is not None:
+            self._airflow.running()
 
     # -- after start ----------------------------------------------------------------------------
     def admin_password(self, timeout: float = 60.0) -> str:
@@ -573,10 +449,7 @@ class Stack:
         return copied
 
     def log_tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
     # -- internals ------------------------------------------------------------------------------
     def _write_state(self, state: Mapping[str, Any]) -> None:
@@ -607,7 +480,7 @@ def _runner(stack: Stack) -> psutil.Process | None:
     try:
         pid = int(stack.pid_file.read_text().strip())
         proc = psutil.Process(pid)
-        if _alive(proc) and pid != os.getpid() and "wordstream_dev.stack" in " ".join(proc.cmdline()):
+        if alive(proc) and pid != os.getpid() and "wordstream_dev.stack" in " ".join(proc.cmdline()):
             return proc
     except (FileNotFoundError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
         pass

@@ -30,6 +30,9 @@ from typing import Any
 
 import psutil
 
+from wordstream_dev.prerequisites import MissingPrerequisite, apt_install
+from wordstream_dev.processes import alive, log_tail
+
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
 SUPERUSER = "postgres"
@@ -57,18 +60,12 @@ def server_bin_dir(install: bool = True) -> Path:
     found = _newest_bin_dir()
     if found is not None:
         return found
-    if not install or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise PostgresUnavailable(
-            f"no PostgreSQL server under {DEBIAN_ROOT} and apt-get cannot install one here "
-            "(needs root): `apt-get install postgresql`"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install_commands = (["apt-get", "update"],
-                        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"])
-    for command in install_commands:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
-        if done.returncode != 0:
-            raise PostgresUnavailable(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    if not install:
+        raise PostgresUnavailable(f"no PostgreSQL server under {DEBIAN_ROOT}: apt-get install postgresql")
+    try:
+        apt_install("postgresql", "the cluster tests keep Airflow's metadata in it", recommends=False)
+    except MissingPrerequisite as exc:
+        raise PostgresUnavailable(str(exc)) from None
     found = _newest_bin_dir()
     if found is None:
         raise PostgresUnavailable(f"apt-get installed postgresql but {DEBIAN_ROOT}/*/bin/initdb is missing")
@@ -160,10 +157,10 @@ class PostgresServer:
                                       "-t", str(self.start_timeout), "stop"])
             # `pg_ctl stop -w` returns once the postmaster is gone, and it goes after its children.
             deadline = time.monotonic() + 5
-            alive = [proc for proc in self._processes if is_alive(proc)]
+            alive = [proc for proc in self._processes if alive(proc)]
             while alive and time.monotonic() < deadline:
                 time.sleep(0.2)
-                alive = [proc for proc in alive if is_alive(proc)]
+                alive = [proc for proc in alive if alive(proc)]
             if alive:
                 for proc in alive:
                     proc.kill()
@@ -190,10 +187,7 @@ class PostgresServer:
             return []
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except (OSError, AssertionError):
-            return "(no log)"
+        return log_tail(self.log, lines) if self.root is not None else "(no log)"
 
     # -- internals ------------------------------------------------------------------------------
     def _server_command(self, command: list[str]) -> None:
@@ -207,10 +201,3 @@ class PostgresServer:
             raise PostgresError(f"{command[0]} exited {done.returncode}: {done.stderr.strip()[-2000:]}\n"
                                 f"--- {self.log}\n{self.tail()}")
 
-
-def is_alive(proc: psutil.Process) -> bool:
-    """Running and not a zombie (a zombie has exited; only its exit status is left to collect)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

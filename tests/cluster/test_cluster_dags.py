@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,14 +26,15 @@ from typing import Any
 
 import psutil
 import pytest
-from postgres_server import PostgresServer, PostgresUnavailable, is_alive, server_bin_dir
+from postgres_server import PostgresServer, PostgresUnavailable, server_bin_dir
 from support import processes_mentioning, reference_counts, wait_until, write_corpus
 
 from wordstream import control, results
 from wordstream.settings import ENGINES, Engine, Settings
 from wordstream.staging import stage
 from wordstream_dev.airflow_env import AirflowInstance
-from wordstream_dev.cluster import HOST, LocalCluster, find_free_port
+from wordstream_dev.cluster import HOST, LocalCluster
+from wordstream_dev.processes import LoggedProcess, alive, find_free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -86,34 +85,29 @@ def cluster_airflow_env(airflow_home: Path, settings: Settings, cluster: LocalCl
     return env
 
 
-class DagTest:
+class DagTest(LoggedProcess):
     """One ``airflow dags test`` subprocess in its own process group (the task's Spark driver joins it)."""
 
     def __init__(self, env: dict[str, str], dag_id: str, conf: dict[str, Any], log: Path) -> None:
+        super().__init__([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], log, env=env)
         self.dag_id = dag_id
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=env,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.start()
 
     def succeeded(self, timeout: float) -> str:
         """Wait for the run; it must exit 0 (its DagRun did not fail). Returns the log."""
-        code = self.proc.wait(timeout=timeout)
-        assert code == 0, f"{self.dag_id} exited {code}:\n{self.tail()}"
+        assert self.wait(timeout) == 0, self.exited(self.dag_id)
         return self.log.read_text(errors="replace")
 
     def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.dag_id} exited {self.proc.returncode}:\n{self.tail()}")
+        if not self.running():
+            raise AssertionError(self.exited(self.dag_id))
 
     def kill(self) -> None:
-        """SIGKILL whatever is left of the group (only after a failure)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def tail(self, lines: int = 80) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        """SIGKILL the group while the run still goes (after a failure); what outlives a finished run
+        is left for the test's leak check to see."""
+        if self.running():
+            super().kill()
+        self.wait(30)
 
 
 def publish_corpus(settings: Settings, folder: Path, seed: int) -> list[Path]:
@@ -282,5 +276,5 @@ def test_stream_run_with_airflow_metadata_in_postgresql(
             assert cursor.fetchall() == [("success",)]
         server_processes = server.processes()
         assert server_processes, "no PostgreSQL process found while the server runs"
-    assert [proc.pid for proc in server_processes if is_alive(proc)] == []
+    assert [proc.pid for proc in server_processes if alive(proc)] == []
     assert_nothing_left(cluster, settings)

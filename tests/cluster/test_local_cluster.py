@@ -21,12 +21,13 @@ import psutil
 import pytest
 from support import reference_counts, write_corpus
 
-from wordstream_dev.cluster import ClusterError, LocalCluster, find_free_port
+from wordstream_dev.cluster import ClusterError, LocalCluster
+from wordstream_dev.processes import alive, find_free_port
 
 pytestmark = pytest.mark.cluster
 
-# The job splits on ASCII whitespace only (architecture.md, "Keys"); str.split() would also split on
-# U+00A0 and friends, which the corpus contains on purpose.
+# The job splits on ASCII whitespace only (the key contract, wordstream.engines.keys); str.split()
+# would also split on U+00A0 and friends, which the corpus contains on purpose.
 WORDCOUNT_JOB = textwrap.dedent('''
     import json
     import re
@@ -63,15 +64,7 @@ def started_processes(cluster: LocalCluster) -> list[psutil.Process]:
 
 
 def still_alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """``is_running()`` compares create times, so a reused pid does not count as ours."""
-    alive = []
-    for proc in processes:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
+    return [proc for proc in processes if alive(proc)]
 
 
 @pytest.fixture
@@ -95,8 +88,9 @@ def test_job_runs_on_both_workers_and_stop_leaves_nothing(cluster: LocalCluster,
     assert status["status"] == "ALIVE"
     assert [worker["state"] for worker in status["workers"]] == ["ALIVE", "ALIVE"]
 
-    done = cluster.submit([str(job), str(inputs[0]), str(result_file), app_name], timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    submit_log = tmp_path / "submit.log"
+    code = cluster.submit([str(job), str(inputs[0]), str(result_file), app_name], submit_log, timeout=300)
+    assert code == 0, submit_log.read_text()[-4000:]
 
     result = json.loads(result_file.read_text(encoding="utf-8"))
     assert result["counts"] == reference_counts(inputs, "words")

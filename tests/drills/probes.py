@@ -20,6 +20,8 @@ import psutil
 import requests
 from support import reference_counts, wait_until
 
+from wordstream_dev.processes import alive
+
 LOOPBACK_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
@@ -72,14 +74,7 @@ def spark_processes(data_dir: Path) -> list[psutil.Process]:
                     mine[child.pid] = child
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-    return [proc for proc in mine.values() if _alive(proc)]
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return [proc for proc in mine.values() if alive(proc)]
 
 
 def spark_ui(driver_pid: int, timeout: float = 60.0) -> str:

@@ -43,7 +43,7 @@ from wordstream import control, results
 from wordstream.ledger import Ledger
 from wordstream.settings import ENGINES, Settings
 from wordstream_dev.airflow_api import AirflowApiError, AirflowClient
-from wordstream_dev.cluster import free_ports
+from wordstream_dev.processes import free_ports
 from wordstream_dev.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.drill]

@@ -18,7 +18,7 @@ import pytest
 from support import group_members, processes_mentioning, wait_until
 
 from wordstream_dev.airflow_api import AirflowClient
-from wordstream_dev.cluster import free_ports
+from wordstream_dev.processes import free_ports
 from wordstream_dev.stack import Stack
 
 E2E_DIR = Path(__file__).resolve().parent
