@@ -1,11 +1,11 @@
 """P5: what parsing each DAG file costs beyond importing Airflow.
 
-The DAG processor re-parses every file every few seconds in a fresh child process: the child has
-Airflow imported already and the Airflow modules the file names pre-imported
-(``[dag_processor] parsing_pre_import_modules``), then builds a ``DagBag`` of that one file and
-serialises its DAGs. This measures exactly that child's work, in a fresh interpreter per file and
-repeat (a warm interpreter would hide the imports the file pulls in by itself, such as the Spark
-provider behind ``stream_wordcount.py``):
+The DAG processor re-parses every file periodically (every 10 s in this project's stack, 30 s by
+Airflow's default) in a fresh child process: the child has Airflow imported already and the Airflow
+modules the file names pre-imported (``[dag_processor] parsing_pre_import_modules``), then builds a
+``DagBag`` of that one file and serialises its DAGs. This measures exactly that child's work, in a
+fresh interpreter per file and repeat (a warm interpreter would hide the imports the file pulls in
+by itself, such as the Spark provider behind ``stream_wordcount.py``):
 
 1. untimed: ``import airflow``, the DagBag and serialisation machinery, and the file's own
    ``airflow.*`` imports, as the processor pre-imports them (their time is reported as the baseline);

@@ -156,8 +156,9 @@ def measure(ctx: Context) -> Result:
                     f"{jvm['HDFS-backed (Spark default)'].median:,.0f} MB (n={rocks.n})"
         if rocks.values and hdfs.values else "see checks",
     }
-    result.notes.append("The Python driver's RSS is mostly its top-words refresh for the status file, which "
-                        "reads every results folder (all the keys) every 10 s.")
+    result.notes.append("The Python driver reads each batch's rows back from the Parquet it has just written "
+                        "(console lines, top words): its RSS follows the largest batch "
+                        f"({keys // len(load.files):,} new keys), not the keys held in state.")
     result.notes.append(f"{repeats} run(s) per provider (each loads {keys:,} keys: the large ones get "
                         "fewer repeats); batch times are medians over the batches of each phase.")
     return result
