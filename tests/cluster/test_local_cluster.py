@@ -56,10 +56,13 @@ def started_processes(cluster: LocalCluster) -> list[psutil.Process]:
     """Every process the cluster started: daemons, their group members and all their descendants."""
     found: dict[int, psutil.Process] = {}
     for daemon in cluster.daemons():
-        for proc in [psutil.Process(daemon.pid), *daemon.members()]:
+        for proc in daemon.members():  # the leader included, while it lives
+            try:
+                children = proc.children(recursive=True)
+            except psutil.NoSuchProcess:  # spark-class's short-lived launcher JVM, say
+                continue
             found[proc.pid] = proc
-            for child in proc.children(recursive=True):
-                found[child.pid] = child
+            found.update((child.pid, child) for child in children)
     return list(found.values())
 
 
