@@ -9,7 +9,9 @@ and stopped with :mod:`wordstream_dev.processes`, as the tooling does (``group_m
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -106,6 +108,14 @@ def write_corpus(folder: Path, files: int, seed: int, lines: int = 60, prefix: s
         path.write_text(corpus_text(rng, lines), encoding="utf-8", newline="")
         paths.append(path)
     return paths
+
+
+def land(landing: Path, paths: Iterable[Path]) -> None:
+    """Drop whole files into landing as producers do: a hidden temporary name, then a rename."""
+    for path in paths:
+        temp = landing / f".{path.name}.part"
+        shutil.copyfile(path, temp)
+        os.replace(temp, landing / path.name)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:

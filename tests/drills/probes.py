@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 import requests
-from support import reference_counts, wait_until
+from support import land, reference_counts, wait_until
 
 from wordstream_dev.processes import alive
 
@@ -164,15 +164,9 @@ def add_counts(*parts: dict[str, int]) -> dict[str, int]:
 # -- landing and staging -------------------------------------------------------------------------
 def stage_files(settings: Any, paths: Iterable[Path]) -> Any:
     """Drop whole files into landing (hidden name, then rename) and run the real staging once."""
-    import os
-    import shutil
-
     from wordstream.staging import stage
 
-    for path in paths:
-        temp = settings.landing / f".{path.name}.part"
-        shutil.copyfile(path, temp)
-        os.replace(temp, settings.landing / path.name)
+    land(settings.landing, paths)
     return stage(settings, progress=lambda _line: None)
 
 

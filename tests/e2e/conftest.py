@@ -6,6 +6,9 @@ isolated from a developer's running ``make run``: its own AIRFLOW_HOME, data dir
 directory and ports, and an environment without the caller's ``AIRFLOW*`` variables (the DAG tests
 set some in-process). Stopping it fails the run if any of its processes, or any process using its
 data directory, is still alive.
+
+The browser of the UI test is pytest-playwright's, launched on Debian's Chromium (installed through
+apt when missing), not on a browser Playwright would download.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import group_members, processes_mentioning, wait_until
 
 from wordstream_dev.airflow_api import AirflowClient
+from wordstream_dev.prerequisites import MissingPrerequisite, ensure_chromium
 from wordstream_dev.processes import free_ports
 from wordstream_dev.stack import Stack
 
@@ -38,8 +43,12 @@ def stop_and_check(stack: Stack) -> None:
     wait_until(lambda: not processes_mentioning(data_dir), 30, f"every process using {data_dir} to exit")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """Stop the shared stack right after the last e2e test instead of at the end of the session."""
+    """Stop the shared stack right after the last e2e test instead of at the end of the session.
+
+    Last of the teardown hooks: the module fixtures that still use the stack are finalized before.
+    """
     if _running and (nextitem is None or E2E_DIR not in Path(str(nextitem.path)).parents):
         stop_and_check(_running.pop())
 
@@ -75,3 +84,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def api(stack: Stack) -> AirflowClient:
     """A REST API client logged in as ``admin``."""
     return stack.client()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """pytest-playwright launches Debian's Chromium; a machine that cannot have it fails in one line."""
+    try:
+        chromium = ensure_chromium()
+    except MissingPrerequisite as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return {**browser_type_launch_args, "executable_path": str(chromium)}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+    return {**browser_context_args, "viewport": {"width": 1440, "height": 1000}}

@@ -15,25 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-from support import reference_counts, wait_until, write_corpus
+from operate import reset, start_stream, unpause_all, wait_running
+from support import land, reference_counts, wait_until, write_corpus
 
 from wordstream import control, results
 from wordstream.ledger import Ledger
-from wordstream.settings import DAG_IDS, ENGINES, Settings
+from wordstream.settings import ENGINES, Settings
 from wordstream_dev.airflow_api import AirflowClient
 from wordstream_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
-
-STREAM_CONF = {"keys": "words", "batch_seconds": 1, "timeout_seconds": 0}
-
-
-def land(settings: Settings, paths: list[Path]) -> None:
-    """Producers drop whole files: hidden temp name in landing, then rename."""
-    for path in paths:
-        temp = settings.landing / f".{path.name}.part"
-        temp.write_bytes(path.read_bytes())
-        os.replace(temp, settings.landing / path.name)
 
 
 def land_slowly(settings: Settings, path: Path, pieces: int = 8, pause: float = 0.4) -> None:
@@ -64,44 +55,31 @@ def totals_of(stack: Stack, engine: str) -> dict[str, int]:
     return {word: int(count) for word, count in rows[1:]}
 
 
-def wait_streams_running(settings: Settings, timeout: float = 240) -> None:
-    for engine in ENGINES:
-        wait_until(lambda engine=engine: control.read_status(settings.state, engine)["state"] == "running",
-                   timeout, f"{engine} to be running")
-
-
 def wait_exact_totals(stack: Stack, expected: dict[str, int], timeout: float = 300) -> None:
     for engine in ENGINES:
         wait_until(lambda engine=engine: totals_of(stack, engine) == expected, timeout,
                    f"{engine} totals to equal the reference")
 
 
-def reset(api: AirflowClient, restart: bool) -> None:
-    run = api.trigger_dag_run("streaming_maintenance", conf={
-        "action": "reset", "engines": list(ENGINES), "restart": restart, "wait_timeout": 120})
-    api.wait_for_dag_run("streaming_maintenance", run["dag_run_id"], timeout=300)
-
-
 def test_stage_count_reset_and_restart_through_the_api(stack: Stack, api: AirflowClient,
                                                         tmp_path: Path) -> None:
     settings = stack.settings
-    assert not api.wait_for_dags(DAG_IDS, timeout=180)
-    for dag_id in DAG_IDS:
-        api.unpause(dag_id)
-    stream_runs = {engine: api.trigger_dag_run(f"stream_{engine}", conf=STREAM_CONF)["dag_run_id"]
-                   for engine in ENGINES}
-    wait_streams_running(settings)
+    unpause_all(api)
+    stream_runs = {engine: start_stream(api, engine) for engine in ENGINES}
+    wait_running(settings, ENGINES)
+    # The ledger keeps the files of earlier tests on this stack: only what this test adds counts.
+    before = Ledger(settings.ledger).summary()["files"]
 
     corpus = write_corpus(tmp_path / "first", files=6, seed=101)
     slow = corpus.pop()
-    land(settings, corpus)
+    land(settings.landing, corpus)
     land_slowly(settings, slow)
     wait_exact_totals(stack, reference_counts([*corpus, slow], "words"))
-    summary = Ledger(settings.ledger).summary()
-    assert summary["files"].get("staged", 0) >= len(corpus) + 1, summary
-    assert summary["files"].get("quarantined", 0) == 0, summary
+    files = Ledger(settings.ledger).summary()["files"]
+    assert files.get("staged", 0) - before.get("staged", 0) == len(corpus) + 1, files
+    assert files.get("quarantined", 0) == before.get("quarantined", 0), files
 
-    reset(api, restart=False)
+    reset(api, ENGINES, restart=False)
     for engine in ENGINES:
         api.wait_for_dag_run(f"stream_{engine}", stream_runs[engine], states=("success",), timeout=120)
         assert not control.is_running(settings.state, engine)
@@ -111,8 +89,8 @@ def test_stage_count_reset_and_restart_through_the_api(stack: Stack, api: Airflo
         refused = cli_totals(stack, engine)
         assert refused.returncode == 2 and "no results yet" in refused.stderr
 
-    reset(api, restart=True)
-    wait_streams_running(settings)
+    reset(api, ENGINES, restart=True)
+    wait_running(settings, ENGINES)
     second = write_corpus(tmp_path / "second", files=4, seed=202)
-    land(settings, second)
+    land(settings.landing, second)
     wait_exact_totals(stack, reference_counts(second, "words"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import psutil
 import pytest
 from support import processes_mentioning, wait_until
 
@@ -18,7 +19,7 @@ TASK = "run_stream"
 KILL_DEADLINE = 10.0
 
 
-def spark_processes(stack: Stack) -> list[object]:
+def spark_processes(stack: Stack) -> list[psutil.Process]:
     """The driver JVM, the Python driver and its Python workers all carry the data dir in argv/env."""
     watch = str(stack.settings.watch("structured"))
     return processes_mentioning(watch)
@@ -53,7 +54,7 @@ def test_clear_restarts_the_stream_without_an_orphan(stack: Stack, api: AirflowC
     wait_until(lambda: control.read_status(stack.settings.state, "structured").get("pid") != first_pid
                and control.read_status(stack.settings.state, "structured").get("state") == "running",
                240, "the cleared task to start a new driver")
-    alive = {p.pid for p in spark_processes(stack)}  # type: ignore[attr-defined]
+    alive = {p.pid for p in spark_processes(stack)}
     assert first_pid not in alive, "the old driver outlived the clear"
     api.mark_task_failed("stream_structured", run_id, TASK)
     wait_until(lambda: not spark_processes(stack), KILL_DEADLINE + 5, "the Spark application to exit")
