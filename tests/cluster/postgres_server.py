@@ -157,14 +157,14 @@ class PostgresServer:
                                       "-t", str(self.start_timeout), "stop"])
             # `pg_ctl stop -w` returns once the postmaster is gone, and it goes after its children.
             deadline = time.monotonic() + 5
-            alive = [proc for proc in self._processes if alive(proc)]
-            while alive and time.monotonic() < deadline:
+            living = [proc for proc in self._processes if alive(proc)]
+            while living and time.monotonic() < deadline:
                 time.sleep(0.2)
-                alive = [proc for proc in alive if alive(proc)]
-            if alive:
-                for proc in alive:
+                living = [proc for proc in living if alive(proc)]
+            if living:
+                for proc in living:
                     proc.kill()
-                raise PostgresError(f"PostgreSQL processes outlived `pg_ctl stop`: {[p.pid for p in alive]}")
+                raise PostgresError(f"PostgreSQL processes outlived `pg_ctl stop`: {[p.pid for p in living]}")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
