@@ -37,6 +37,7 @@ from typing import Any
 from bench.common import PLACE_VARIABLES, Check, Context, Figure, Result
 from wordstream import control, results
 from wordstream.control import wait_for
+from wordstream.durable import write_text_atomically
 from wordstream.settings import Engine, Settings
 from wordstream_dev.airflow_api import AirflowClient
 from wordstream_dev.processes import free_ports
@@ -100,12 +101,7 @@ class Poller:
 
 def write_atomically(folder: Path, name: str, text: str) -> float:
     """A producer's drop: hidden temp name in the same folder, fsync, rename. Returns the rename time."""
-    temp = folder / f".{name}.part"
-    with open(temp, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, folder / name)
+    write_text_atomically(folder / name, text)
     return time.time()
 
 

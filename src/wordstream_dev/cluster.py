@@ -22,7 +22,7 @@ Environment (each overridden by the matching option): ``WORDSTREAM_CLUSTER_DIR``
 (8081: Airflow's API server already has 8080), ``WORDSTREAM_CLUSTER_WORKERS`` (2),
 ``WORDSTREAM_CLUSTER_APP_CORES`` (unset: an application takes every free core).
 
-From Python (tests, benchmarks)::
+From Python (tests, benchmarks; ``find_free_port`` is :mod:`wordstream_dev.processes`')::
 
     with LocalCluster(tmp_path, master_port=find_free_port(), webui_port=find_free_port()) as cluster:
         cluster.submit(["app.py"], tmp_path / "app.log")  # spark-submit --master cluster.master_url app.py
@@ -47,6 +47,7 @@ from typing import Any
 import psutil
 
 from wordstream import Progress
+from wordstream.durable import write_json_atomically
 from wordstream.settings import REPO_DIR
 from wordstream.spark_env import spark_env, spark_home
 from wordstream_dev.prerequisites import java_problem
@@ -295,16 +296,13 @@ class LocalCluster:
         return Daemon(name=name, pid=daemon.pid, create_time=creation_time(daemon.pid), log=str(log))
 
     def _write_state(self, daemons: list[Daemon]) -> None:
-        state = {
+        write_json_atomically(self.state_file, {
             "master_url": self.master_url,
             "master_port": self.master_port,
             "webui_port": self.webui_port,
             "workers": self.workers,
             "daemons": [daemon.__dict__ for daemon in daemons],
-        }
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self.state_file)
+        })
 
     def adopt_recorded_addresses(self) -> None:
         """A second ``up`` with other options talks to the cluster that is actually running."""
