@@ -67,10 +67,11 @@ def peak_rss_kb() -> int:
 def probe(data_dir: Path, max_file_bytes: int) -> dict[str, float | int]:
     """Inside a fresh process: one staging run, timed, with RSS before and the peak after."""
     from wordstream import staging
+    from wordstream.staging import run as staging_run
 
     settings = bench_settings(data_dir, WORDSTREAM_MAX_FILE_BYTES=str(max_file_bytes))
     synced = {"calls": 0, "seconds": 0.0}
-    real_fsync, real_flush = os.fsync, staging.run.flush_filesystem
+    real_fsync, real_flush = os.fsync, staging_run.flush_filesystem
 
     def timed(sync: Any) -> Any:  # how much of staging is waiting for the disk
         def wrapper(target: Any) -> None:
@@ -80,13 +81,13 @@ def probe(data_dir: Path, max_file_bytes: int) -> dict[str, float | int]:
             synced["seconds"] += time.perf_counter() - began
         return wrapper
 
-    os.fsync, staging.run.flush_filesystem = timed(real_fsync), timed(real_flush)
+    os.fsync, staging_run.flush_filesystem = timed(real_fsync), timed(real_flush)
     before = peak_rss_kb()
     started = time.perf_counter()
     report = staging.stage(settings, progress=lambda _line: None)
     seconds = time.perf_counter() - started
     peak = peak_rss_kb()
-    os.fsync, staging.run.flush_filesystem = real_fsync, real_flush
+    os.fsync, staging_run.flush_filesystem = real_fsync, real_flush
     return {"seconds": seconds, "staged": report.staged, "quarantined": report.quarantined,
             "rss_before_kb": before, "rss_peak_kb": peak, "fsync_calls": synced["calls"],
             "fsync_seconds": synced["seconds"]}
