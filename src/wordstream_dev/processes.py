@@ -24,7 +24,6 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import psutil
@@ -258,7 +257,6 @@ class LoggedProcess:
 
     The group is what stopping it means: whatever the command forks stays in the group, unless it
     starts a session of its own. Its own session also keeps a Ctrl-C in the terminal away from it.
-    Usable as a context manager: the group is stopped when the block ends.
     """
 
     def __init__(self, command: Sequence[str], log: Path, env: Mapping[str, str] | None = None,
@@ -324,10 +322,3 @@ class LoggedProcess:
         """``<what> exited <code>; see <log>:`` and the log's tail: the message for a premature exit."""
         code = self.proc.returncode if self.proc is not None else None
         return f"{what} exited {code}; see {self.log}:\n{self.tail()}"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

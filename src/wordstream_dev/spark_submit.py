@@ -131,6 +131,9 @@ class StreamApp(SparkSubmit):
         control.request_stop(self.settings.state, self.engine)
         return self.wait(timeout)
 
+    def __enter__(self) -> Self:
+        return self.start()
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
