@@ -1,7 +1,8 @@
 """P3 and P7, through the real Airflow stack: a file's way to the totals, and a stream's start-up.
 
 One :class:`wordstream_dev.stack.Stack` (``airflow standalone`` in scratch folders, on free ports) serves
-both, since starting Airflow costs a minute of both cores. Only the DAGs measured are unpaused.
+both, since starting Airflow (a fresh metadata database included) takes about 15 s of both cores. Only
+the DAGs measured are unpaused.
 
 **P7 — trigger → first batch committed.** A small file is renamed into the engine's watch folder,
 then ``stream_structured`` is triggered through the REST API; the time runs until Spark writes the

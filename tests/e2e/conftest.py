@@ -1,6 +1,6 @@
 """The real stack for end-to-end tests: Airflow standalone in temporary folders, on free ports.
 
-One stack for all e2e tests (starting Airflow costs half a minute of two CPUs), stopped as soon as
+One stack for all e2e tests (starting Airflow costs about 15 s of two CPUs), stopped as soon as
 the last e2e test is done, so it does not idle beside the Spark tests that run after it. It is
 isolated from a developer's running ``make run``: its own AIRFLOW_HOME, data directory, run
 directory and ports, and an environment without the caller's ``AIRFLOW*`` variables (the DAG tests
