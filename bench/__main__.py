@@ -8,8 +8,9 @@ Options::
     --work DIR       scratch folder, kept afterwards; generated corpora are reused from it
     --keep           keep the default temporary scratch folder (logs of every Spark and Airflow process)
 
-A full run takes the better part of an hour on two cores; the figures and their ratios are always
-taken in the same run, side by side, because the machine's load changes between runs.
+A full run takes about 18 minutes on two cores (P3 and P7 together 7, P1 and P2 3 each); the figures
+and their ratios are always taken in the same run, side by side, because the machine's load changes
+between runs. A full-size run also rewrites README's table from the saved results (:mod:`bench.readme`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import report
+from bench import readme, report
 from bench.common import Context, Result
 
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -76,7 +77,7 @@ MEASURES = {
 
 
 def plan(selected: list[str]) -> list[tuple[list[str], Callable[[Context], list[Result]]]]:
-    """Measurements in run order; P3 and P7 share one Airflow stack (starting one costs a minute)."""
+    """Measurements in run order; P3 and P7 share one Airflow stack (starting one costs about 15 s)."""
     steps: list[tuple[list[str], Callable[[Context], list[Result]]]] = []
     simple = {"P1": _p1, "P2": _p2, "P4": _p4, "P5": _p5, "P6": _p6}
     for key in ("P5", "P4", "P1", "P2", "P6"):
@@ -141,9 +142,15 @@ def main(argv: list[str] | None = None) -> int:
             json_path, md_path, rows = report.save(collected, RESULTS_DIR, started, quick=args.quick,
                                                    selected=args.selected, order=IDS)
             print()
-            print(report.markdown(collected if args.quick else rows, quick=args.quick))
+            print(report.markdown(collected if args.quick else rows, quick=args.quick, info=report.machine()))
             also = f" and {md_path}" if md_path else " (quick: latest.md untouched)"
             ctx.say(f"saved {json_path}{also}")
+            if md_path:
+                try:
+                    changed = readme.update()
+                    ctx.say(f"README.md's benchmark table {'rewritten' if changed else 'unchanged'}")
+                except readme.ReadmeError as exc:
+                    ctx.say(f"README.md not updated: {exc}")
         if args.keep or args.work is not None:
             ctx.say(f"kept the scratch folder {ctx.work}")
         else:

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -100,20 +100,25 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def markdown(results: Sequence[Result], quick: bool) -> str:
-    info = machine()
-    taken = sorted(r.taken_at[:16].replace("T", " ") for r in results if r.taken_at)
-    when = f"{taken[0]} - {taken[-1]} UTC" if taken and taken[0] != taken[-1] else (
-        f"{taken[0]} UTC" if taken else "?")
+def taken(results: Sequence[Result], info: Mapping[str, Any]) -> str:
+    """When, where and with what the figures were taken: the paragraph above the table."""
+    moments = sorted(r.taken_at[:16].replace("T", " ") for r in results if r.taken_at)
+    when = f"{moments[0]} - {moments[-1]} UTC" if moments and moments[0] != moments[-1] else (
+        f"{moments[0]} UTC" if moments else "?")
     conf = ", ".join(f"`{key}={value.rsplit('.', 1)[-1]}`" for key, value in info["spark_conf"].items())
     knob_text = ", ".join(f"`{k}={v}`" for k, v in info["knobs"].items()) or "none (defaults)"
+    return (f"Taken {when} with `make bench` on {info['cpus']} cores, {info['memory_gb']} GB, Python "
+            f"{info['python']}, PySpark {info['pyspark']}, Airflow {info['airflow']}; Spark master "
+            f"`{info['master']}`, {conf}; knobs set: {knob_text}. Each ratio compares medians taken side "
+            "by side in the same run (the machine's load drifts between runs; other jobs shared the cores).")
+
+
+def markdown(results: Sequence[Result], quick: bool, info: Mapping[str, Any]) -> str:
+    """``latest.md``: the paragraph, the table, and every figure's details; ``info`` is :func:`machine`'s."""
     parts = [
         f"# wordstream benchmarks{' (quick run: shrunk sizes, not the real figures)' if quick else ''}",
         "",
-        f"Taken {when} with `make bench` on {info['cpus']} cores, {info['memory_gb']} GB, Python "
-        f"{info['python']}, PySpark {info['pyspark']}, Airflow {info['airflow']}; Spark master "
-        f"`{info['master']}`, {conf}; knobs set: {knob_text}. Each ratio compares medians taken side "
-        "by side in the same run (the machine's load drifts between runs; other jobs shared the cores).",
+        taken(results, info),
         "",
         table(results),
         "",
@@ -150,8 +155,9 @@ def save(results: Sequence[Result], folder: Path, started: float, quick: bool,
     """
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
+    info = machine()
     payload = {"started_at": datetime.fromtimestamp(started, UTC).isoformat(), "quick": quick,
-               "selected": list(selected), "machine": machine(),
+               "selected": list(selected), "machine": info,
                "results": [r.as_dict() for r in results]}
     json_path = folder / f"{stamp}{'-quick' if quick else ''}.json"
     json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
@@ -170,5 +176,5 @@ def save(results: Sequence[Result], folder: Path, started: float, quick: bool,
     latest_json.write_text(json.dumps({**payload, "results": [r.as_dict() for r in rows]},
                                       indent=2, default=str) + "\n")
     md_path = folder / "latest.md"
-    md_path.write_text(markdown(rows, quick=False))
+    md_path.write_text(markdown(rows, quick=False, info=info))
     return json_path, md_path, rows
