@@ -20,7 +20,7 @@ import psutil
 from wordstream import control
 from wordstream.engines.app_args import AppArgs
 from wordstream.settings import Engine, Settings
-from wordstream.spark_env import application, spark_env, spark_submit_binary
+from wordstream.spark_env import application, conf_arguments, spark_env, spark_submit_binary, submit_conf
 
 ASCII_WHITESPACE = " \t\n\x0b\x0c\r"
 
@@ -123,7 +123,7 @@ class SparkApp:
 
     def __init__(self, engine: Engine, settings: Settings, log: Path, keys: str = "words",
                  batch_seconds: int = 1, timeout: int | None = None, available_now: bool = False,
-                 master: str = "local[2]") -> None:
+                 master: str = "local[2]", conf: dict[str, str] | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.log = log
@@ -132,11 +132,12 @@ class SparkApp:
         if available_now:
             self.args.append("--available-now")
         self.master = master
+        self.conf = {**submit_conf(settings), **(conf or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        conf = [item for k, v in self.settings.spark_conf().items() for item in ("--conf", f"{k}={v}")]
-        return [spark_submit_binary(), "--master", self.master, *conf, application(self.engine), *self.args]
+        return [spark_submit_binary(), "--master", self.master, *conf_arguments(self.conf),
+                application(self.engine), *self.args]
 
     def start(self) -> SparkApp:
         self.settings.ensure_dirs()
