@@ -26,7 +26,7 @@ from wordstream import control
 from wordstream.control import wait_for
 from wordstream.engines.app_args import AppArgs
 from wordstream.settings import Engine, Settings
-from wordstream.spark_env import application, spark_env, spark_submit_binary
+from wordstream.spark_env import application, conf_arguments, spark_env, spark_submit_binary, submit_conf
 
 MASTER = "local[2]"
 
@@ -286,8 +286,7 @@ def spark_submit_command(script: str, args: Sequence[str], settings: Settings,
                          conf: Mapping[str, str] | None = None,
                          driver_memory: str | None = None) -> list[str]:
     """spark-submit with the settings every wordstream application runs with (plus ``conf``)."""
-    merged = {**settings.spark_conf(), **(conf or {})}
-    options = [item for key, value in merged.items() for item in ("--conf", f"{key}={value}")]
+    options = conf_arguments({**submit_conf(settings), **(conf or {})})
     if driver_memory:
         options += ["--driver-memory", driver_memory]
     return [spark_submit_binary(), "--master", MASTER, *options, script, *args]
