@@ -11,7 +11,7 @@ import pytest
 from wordstream import class_archive, results
 from wordstream.engines.driver import startup_summary
 from wordstream.settings import Settings
-from wordstream.spark_env import LOG_CONFIG, conf_arguments, submit_conf
+from wordstream.spark_env import LOG_CONFIG, conf_arguments, prefer_installed_pyspark, submit_conf
 from wordstream_dev import task_log
 
 
@@ -142,3 +142,18 @@ def test_the_task_log_split_takes_only_console_prints_out() -> None:
     steady = (warn, batch_line.format(1), "Traceback (most recent call last):",
               "|not a table row after a traceback", batch_line.format(2))
     assert per_batch == sum(len(line) + 100 for line in steady) / 2
+
+
+def test_the_driver_imports_the_installed_pyspark_not_spark_submits_zip(tmp_path: Path) -> None:
+    site = tmp_path / "site-packages"
+    lib = site / "pyspark" / "python" / "lib"
+    lib.mkdir(parents=True)
+    (site / "pyspark" / "__init__.py").write_text("")
+    zipped, py4j = str(lib / "pyspark.zip"), str(lib / "py4j-0.10.9.9-src.zip")
+    path = ["/app", zipped, py4j, str(site)]
+    assert prefer_installed_pyspark(path) == [zipped]
+    assert path == ["/app", py4j, str(site)]
+    # Without the installed package on the path, or a pyspark.zip elsewhere, nothing changes.
+    for other in (["/app", zipped, py4j], ["/app", str(tmp_path / "pyspark.zip"), str(site)]):
+        assert prefer_installed_pyspark(list(other)) == []
+    assert prefer_installed_pyspark(["pyspark.zip"]) == []
