@@ -94,9 +94,9 @@ def usable(env: Mapping[str, str] | None = None) -> Path | None:
         return None
     try:
         stamp = json.loads(_stamp_path(archive).read_text())
+        return archive if stamp == fingerprint(env) else None
     except (OSError, ValueError):
         return None
-    return archive if stamp == fingerprint(env) else None
 
 
 def driver_options(env: Mapping[str, str] | None = None) -> list[str]:

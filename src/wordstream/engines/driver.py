@@ -36,10 +36,10 @@ EPOCH_FILE = "wordstream-epoch.json"
 def spark_conf_defaults(conf: Any) -> Any:
     """Fill in wordstream's Spark settings that spark-submit did not set (never the master).
 
-    For an application started by hand without them; the driver's JVM options cannot take effect
-    any more at this point, the executors' still do.
+    For an application started by hand without them. The driver's JVM options cannot take effect
+    any more at this point (the executors' still do), so the class archive is not looked for.
     """
-    for key, value in submit_conf(Settings.from_env()).items():
+    for key, value in submit_conf(Settings.from_env(), shared_classes=False).items():
         if not conf.contains(key):
             conf.set(key, value)
     return conf
