@@ -130,7 +130,7 @@ PHASES = (
     ("Airflow: trigger -> task started", None),
     ("task started -> spark-submit started", "spark_submit"),
     ("spark-submit, launcher and driver JVM -> Python driver started", "python"),
-    ("driver imports, lock, status", "driver"),
+    ("Python driver start: imports, lock, status", "driver"),
     ("Spark session", "session"),
     ("query started", "query"),
     ("first batch, until its commit file", "commit"),

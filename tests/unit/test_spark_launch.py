@@ -105,7 +105,7 @@ def test_startup_summary_names_each_phase() -> None:
     startup = {"spark_submit": 100.0, "python": 101.2, "driver": 101.5, "session": 103.5, "query": 104.1,
                "first_batch": 106.4, "first_batch_ms": {"addBatch": 1800}}
     assert startup_summary(startup) == (
-        "6.4 s from spark-submit to the first batch: spark-submit and JVM 1.2 s, imports 0.3 s, "
+        "6.4 s from spark-submit to the first batch: spark-submit and JVM 1.2 s, driver start 0.3 s, "
         "session 2.0 s, query 0.6 s, first batch 2.3 s")
 
 

@@ -68,9 +68,10 @@ def _ppid_of(pid: int) -> int | None:
         return None
 
 
+# (label, the ``startup`` key that ends the phase), in order: what the start-up line reports.
 STARTUP_PHASES = (
-    ("spark-submit and JVM", "python"), ("imports", "driver"), ("session", "session"), ("query", "query"),
-    ("first batch", "first_batch"),
+    ("spark-submit and JVM", "python"), ("driver start", "driver"), ("session", "session"),
+    ("query", "query"), ("first batch", "first_batch"),
 )
 
 
@@ -82,7 +83,7 @@ def launch_times() -> dict[str, float]:
 
 
 def startup_summary(startup: Mapping[str, Any]) -> str:
-    """``6.4 s from spark-submit to the first batch: spark-submit and JVM 1.1 s, imports 0.3 s, ...``"""
+    """``6.4 s from spark-submit to the first batch: spark-submit and JVM 1.1 s, driver start 0.3 s, ...``"""
     parts = []
     previous = startup["spark_submit"]
     for label, key in STARTUP_PHASES:
