@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 
 from bench.common import MASTER, Figure, Result, bench_settings, knobs
+from wordstream import class_archive
 
 
 def machine() -> dict[str, Any]:
@@ -31,6 +32,7 @@ def machine() -> dict[str, Any]:
         "pyspark": version("pyspark"), "airflow": version("apache-airflow-core"),
         "platform": platform.platform(), "master": MASTER,
         "spark_conf": bench_settings(Path("/nonexistent")).spark_conf(),
+        "class_archive": "in use" if class_archive.driver_options() else "not used",
         "knobs": knobs(),
     }
 
@@ -47,6 +49,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:.0f} ms"
     if unit == "MB":
         return f"{value:.0f} MB"
+    if unit == "B":
+        return f"{value:,.0f} B"
     if unit == "x":
         return f"{value:.2f}x"
     if unit == "%":
@@ -107,9 +111,10 @@ def taken(results: Sequence[Result], info: Mapping[str, Any]) -> str:
         f"{moments[0]} UTC" if moments else "?")
     conf = ", ".join(f"`{key}={value.rsplit('.', 1)[-1]}`" for key, value in info["spark_conf"].items())
     knob_text = ", ".join(f"`{k}={v}`" for k, v in info["knobs"].items()) or "none (defaults)"
+    archive = f" driver class archive (AppCDS) {info['class_archive']};" if "class_archive" in info else ""
     return (f"Taken {when} with `make bench` on {info['cpus']} cores, {info['memory_gb']} GB, Python "
             f"{info['python']}, PySpark {info['pyspark']}, Airflow {info['airflow']}; Spark master "
-            f"`{info['master']}`, {conf}; knobs set: {knob_text}. Each ratio compares medians taken side "
+            f"`{info['master']}`, {conf};{archive} knobs set: {knob_text}. Each ratio compares medians taken side "
             "by side in the same run (the machine's load drifts between runs; other jobs shared the cores).")
 
 

@@ -32,6 +32,7 @@ from bench.common import MASTER, Check, Context, Figure, Result, bench_settings,
 from bench.corpus import Corpus, counter_word_count, decoded, write_corpus
 from wordstream import results
 from wordstream.settings import Engine, Settings
+from wordstream.spark_env import submit_conf
 from wordstream.staging import stage
 from wordstream_dev.spark_submit import SparkSubmit, StreamApp
 
@@ -181,7 +182,7 @@ def run_batch(ctx: Context, kind: str, corpus: Corpus, warmup: Corpus, label: st
     if tokenize:
         args.append("--tokenize")
     job = SparkSubmit(str(BATCH_SCRIPT), args, log=root / "spark.log", master=MASTER,
-                      conf=settings.spark_conf(), data_dir=settings.data_dir)
+                      conf=submit_conf(settings), data_dir=settings.data_dir)
     if job.run(timeout=max(600.0, corpus.total_words / 100_000)) != 0:
         raise RuntimeError(job.exited("the batch baseline"))
     found = json.loads(result.read_text())

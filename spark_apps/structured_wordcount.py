@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import sys
 
-from wordstream.engines import structured
+from wordstream.spark_env import prefer_installed_pyspark
+
+prefer_installed_pyspark()  # before anything imports pyspark
+
+from wordstream.engines import structured  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(structured.main())

@@ -13,7 +13,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from wordstream.settings import SPARK_APPS_DIR, Engine
+from wordstream.settings import SPARK_APPS_DIR, Engine, Settings
+
+# Spark's logging for driver and executors: WARN, plus what Airflow's SparkSubmitHook parses.
+LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
 
 def spark_home() -> Path:
@@ -51,3 +54,53 @@ def spark_submit_binary() -> str:
 def application(engine: Engine) -> str:
     """The path of an engine's Spark application file."""
     return str(SPARK_APPS_DIR / f"{engine}_wordcount.py")
+
+
+def submit_conf(settings: Settings, shared_classes: bool = True) -> dict[str, str]:
+    """The Spark conf every wordstream application is submitted with (``--conf`` pairs).
+
+    The knobs of :meth:`Settings.spark_conf`, plus the JVM options: the log4j2 configuration for
+    driver and executors, and for the driver the class-data sharing archive when one fits
+    (:mod:`wordstream.class_archive`; ``shared_classes=False`` leaves it out). They go into Spark's
+    ``defaultJavaOptions``, so a user's own ``extraJavaOptions`` add to them. In client mode the
+    driver's options take effect only on the spark-submit command line: its JVM is already running
+    when the application's code starts.
+    """
+    from wordstream import class_archive
+
+    log_config = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
+    driver = [log_config, *(class_archive.driver_options() if shared_classes else [])]
+    return {
+        **settings.spark_conf(),
+        "spark.driver.defaultJavaOptions": " ".join(driver),
+        "spark.executor.defaultJavaOptions": log_config,
+    }
+
+
+def conf_arguments(conf: Mapping[str, str]) -> list[str]:
+    """``--conf key=value`` for each setting, as spark-submit takes them."""
+    return [item for key, value in conf.items() for item in ("--conf", f"{key}={value}")]
+
+
+def prefer_installed_pyspark(path: list[str] | None = None) -> list[str]:
+    """Drop spark-submit's ``pyspark.zip`` from ``path`` (``sys.path``) where pip's pyspark is installed.
+
+    spark-submit puts ``$SPARK_HOME/python/lib/pyspark.zip`` first on a Python driver's path, and
+    Python keeps no compiled modules for a zip: every driver start compiled pyspark again (0.4 s on
+    an idle machine, more beside a starting JVM). With pip's pyspark that zip lies inside the
+    installed package, the same code with its compiled modules cached: the applications call this
+    before they import pyspark, to import that one. Returns the entries it removed.
+    """
+    path = sys.path if path is None else path
+    entries = {Path(entry) for entry in path if entry}
+
+    def installed_twin(entry: str) -> bool:
+        parents = Path(entry).parents  # <site-packages>/pyspark/python/lib/pyspark.zip
+        if not entry.endswith("pyspark.zip") or len(parents) < 3:
+            return False
+        package = parents[2]
+        return package.name == "pyspark" and (package / "__init__.py").is_file() and package.parent in entries
+
+    removed = [entry for entry in path if installed_twin(entry)]
+    path[:] = [entry for entry in path if entry not in removed]
+    return removed

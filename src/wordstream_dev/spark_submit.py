@@ -3,7 +3,7 @@
 One launcher, so every application outside Airflow starts the way the DAG starts it: the Spark this
 project pinned and the environment :func:`wordstream.spark_env.spark_env` gives (PATH, SPARK_HOME,
 the Python of driver and executors, SPARK_LOCAL_IP), the settings every wordstream application runs
-with (:meth:`wordstream.settings.Settings.spark_conf`), in a process group of its own whose log keeps
+with (:func:`wordstream.spark_env.submit_conf`), in a process group of its own whose log keeps
 everything it printed::
 
     with StreamApp("structured", settings, tmp / "driver.log") as app:   # as stream_structured runs it
@@ -23,7 +23,7 @@ from typing import Any, Self
 from wordstream import control
 from wordstream.engines.app_args import AppArgs
 from wordstream.settings import Engine, KeyMode, Settings
-from wordstream.spark_env import application, spark_env, spark_submit_binary
+from wordstream.spark_env import application, conf_arguments, spark_env, spark_submit_binary, submit_conf
 from wordstream_dev.processes import LoggedProcess
 
 LOCAL_MASTER = "local[2]"
@@ -33,7 +33,7 @@ def spark_submit_command(app: str, args: Sequence[str] = (), *, master: str = LO
                          conf: Mapping[str, str] | None = None,
                          driver_memory: str | None = None) -> list[str]:
     """``spark-submit --master <master> [--conf k=v ...] [--driver-memory m] <app> <args>``."""
-    options = [item for key, value in (conf or {}).items() for item in ("--conf", f"{key}={value}")]
+    options = conf_arguments(conf or {})
     if driver_memory:
         options += ["--driver-memory", driver_memory]
     return [spark_submit_binary(), "--master", master, *options, app, *args]
@@ -94,7 +94,7 @@ class StreamApp(SparkSubmit):
         args = AppArgs.for_engine(settings, engine, keys=keys, batch_seconds=batch_seconds, timeout=timeout,
                                   available_now=available_now).to_argv()
         super().__init__(application(engine), args, log=log, master=master,
-                         conf={**settings.spark_conf(), **(conf or {})}, driver_memory=driver_memory,
+                         conf={**submit_conf(settings), **(conf or {})}, driver_memory=driver_memory,
                          data_dir=settings.data_dir)
 
     def start(self) -> Self:

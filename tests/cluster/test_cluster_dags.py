@@ -204,6 +204,11 @@ def test_both_engines_run_side_by_side_on_the_cluster_with_exact_totals(
         assert apps[0]["state"] == "FINISHED" and apps[0]["cores"] == 1, apps[0]
         workers = executors_of(cluster, apps[0]["id"])
         assert len(workers) == 1, workers  # one executor: the application's one core
+        # The executor logged with the applications' log4j2 file: no per-task INFO lines in its log.
+        [executor_log] = (cluster.run_dir / "work").glob(f"*/{apps[0]['id']}/*/stderr")
+        chatter = [line for line in executor_log.read_text(errors="replace").splitlines()
+                   if " INFO Executor: " in line]
+        assert not chatter, chatter[:3]
         placed[engine] = workers[0]
         spans.append((apps[0]["starttime"], apps[0]["starttime"] + apps[0]["duration"]))
     assert max(start for start, _end in spans) < min(end for _start, end in spans), f"no overlap: {spans}"

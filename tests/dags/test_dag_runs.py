@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from support import SparkApp, processes_mentioning, reference_counts, wait_until
 
 from wordstream import control, results
 from wordstream.ledger import Ledger
-from wordstream.settings import Settings
+from wordstream.settings import ENGINES, Engine, Settings, stream_dag_id
+from wordstream.staging import stage
+from wordstream_dev import task_log
 from wordstream_dev.airflow_env import AirflowInstance
 
 pytestmark = pytest.mark.airflow
@@ -236,3 +239,47 @@ def test_killing_the_stream_task_leaves_no_spark_process(airflow: dict[str, str]
         if processes_mentioning(str(settings.data_dir)):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+LOG_BUDGET_PER_BATCH = 1024  # bytes of task log per batch besides the console print
+CONSOLE_ROW_LIMIT = {"structured": 20, "dstream": 10}  # show() and pprint() defaults
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stream_task_log_stays_under_1_kb_per_batch_besides_the_console_print(
+        airflow: dict[str, str], settings: Settings, tmp_path: Path, engine: Engine) -> None:
+    """The task log of a running stream, as the operator and SparkSubmitHook write it (one record
+    per line spark-submit prints; ``airflow dags test`` renders each with time, level and logger).
+
+    A file arrives every second into a 1 s stream. In the steady state (from the third batch on)
+    everything but the batch's console print must stay under 1 KB per batch, the console print
+    must show at most its row limit, and the totals must be exact.
+    """
+    corpus = write_corpus(tmp_path / "corpus", files=10, seed=47, lines=30)
+    log = tmp_path / "stream.log"
+    proc = dags_test(airflow, stream_dag_id(engine), {"timeout_seconds": len(corpus) + 6, "batch_seconds": 1},
+                     log)
+    try:
+        wait_until(lambda: proc.poll() is not None
+                   or control.read_status(settings.state, engine).get("state") == "running",
+                   240, f"{engine} to run")
+        for path in corpus:
+            shutil.copy2(path, settings.landing / path.name)
+            stage(settings, progress=lambda line: None)
+            time.sleep(1)
+        assert proc.wait(timeout=180) == 0, log.read_text(errors="replace")[-4000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    records = task_log.rendered_records(log.read_text(errors="replace").splitlines())
+    per_batch, split, batches = task_log.per_batch(records)
+    assert batches >= len(corpus) // 2, [r.text for r in records]
+    assert per_batch < LOG_BUDGET_PER_BATCH, "\n".join(r.text for r in split.other)
+    rows = split.console_rows()
+    assert rows and max(rows) <= CONSOLE_ROW_LIMIT[engine], rows
+    totals = results.read_totals(settings.output(engine), results.SEMANTICS[engine])
+    assert totals == reference_counts(corpus, "words")
+    print(f"{engine}: {per_batch:.0f} B per batch besides the console print "
+          f"({split.console_bytes / batches:.0f} B of console print per batch), {batches} batches")

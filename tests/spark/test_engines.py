@@ -7,10 +7,12 @@ mtime, rename into each engine's watch folder) while the streams run.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from wordstream.staging import stage
 pytestmark = pytest.mark.spark
 
 WORDSTREAM = [sys.executable, "-m", "wordstream.cli"]
+SPARK_LOG_LINE = re.compile(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d [A-Z]+ ")  # the log4j2 pattern's start
 
 
 def totals_via_cli(settings: Settings, engine: str) -> dict[str, int]:
@@ -180,3 +183,32 @@ def test_bad_arguments_give_one_clear_line(settings: Settings, tmp_path: Path) -
     assert "--available-now is supported by the structured engine only" in app.log.read_text()
     assert json.loads(json.dumps(control.read_status(settings.state, "dstream")))["state"] == "never started"
     shutil.rmtree(settings.checkpoint("dstream"), ignore_errors=True)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_failing_batch_is_logged_with_its_stack_traces(settings: Settings, tmp_path: Path,
+                                                         engine: str) -> None:
+    """Spark logs at WARN, yet an error comes out whole: Spark's ERROR line with the JVM stack trace,
+    the Python traceback, the driver's one-line verdict, a failed status and a non-zero exit."""
+    app = SparkApp(engine, settings, tmp_path / "app.log").start()
+    try:
+        app.wait_running()
+        first = write_corpus(tmp_path / "a", files=1, seed=71)
+        publish(settings, first)
+        wait_for_totals(settings, engine, reference_counts(first, "words"), app)
+        shutil.rmtree(settings.output(engine))
+        settings.output(engine).write_text("a file where the output folder was\n")  # the next write fails
+        publish(settings, write_corpus(tmp_path / "b", files=1, seed=72))
+        assert app.wait(120) != 0, app.tail()
+    finally:
+        app.cleanup()
+    lines = app.log.read_text(errors="replace").splitlines()
+    starts = [i for i, line in enumerate(lines) if SPARK_LOG_LINE.match(line)] + [len(lines)]
+    errors = [lines[start:end] for start, end in pairwise(starts)
+              if " ERROR " in lines[start]]
+    assert any(any(line.startswith("\tat org.apache.spark.") for line in entry) for entry in errors), \
+        "no ERROR entry with its JVM stack trace"
+    assert any(line.startswith("Traceback (most recent call last):") for line in lines)
+    assert any(f"File exists: '{settings.output(engine)}'" in line for line in lines)  # the cause
+    assert any(line.startswith(f"[wordstream {engine}] failed: ") for line in lines)
+    assert control.read_status(settings.state, engine)["state"] == "failed"

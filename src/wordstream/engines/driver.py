@@ -13,15 +13,18 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import psutil
 
 from wordstream import control, results
 from wordstream.durable import write_json_atomically
 from wordstream.engines.app_args import AppArgs
 from wordstream.settings import Settings
+from wordstream.spark_env import submit_conf
 
 STOP_WITH_LAUNCHER_ENV = "WORDSTREAM_STOP_WITH_LAUNCHER"
 TOP_WORDS = 20
@@ -31,8 +34,12 @@ EPOCH_FILE = "wordstream-epoch.json"
 
 
 def spark_conf_defaults(conf: Any) -> Any:
-    """Fill in wordstream's Spark settings that spark-submit did not set (never the master)."""
-    for key, value in Settings.from_env().spark_conf().items():
+    """Fill in wordstream's Spark settings that spark-submit did not set (never the master).
+
+    For an application started by hand without them. The driver's JVM options cannot take effect
+    any more at this point (the executors' still do), so the class archive is not looked for.
+    """
+    for key, value in submit_conf(Settings.from_env(), shared_classes=False).items():
         if not conf.contains(key):
             conf.set(key, value)
     return conf
@@ -61,11 +68,41 @@ def _ppid_of(pid: int) -> int | None:
         return None
 
 
+# (label, the ``startup`` key that ends the phase), in order: what the start-up line reports.
+STARTUP_PHASES = (
+    ("spark-submit and JVM", "python"), ("driver start", "driver"), ("session", "session"),
+    ("query", "query"), ("first batch", "first_batch"),
+)
+
+
+def launch_times() -> dict[str, float]:
+    """When spark-submit started (the driver JVM, this process's parent, is spark-submit exec'd) and
+    when this Python process started: the first two start-up timestamps."""
+    return {"spark_submit": round(psutil.Process(os.getppid()).create_time(), 3),
+            "python": round(psutil.Process().create_time(), 3)}
+
+
+def startup_summary(startup: Mapping[str, Any]) -> str:
+    """``6.4 s from spark-submit to the first batch: spark-submit and JVM 1.1 s, driver start 0.3 s, ...``"""
+    parts = []
+    previous = startup["spark_submit"]
+    for label, key in STARTUP_PHASES:
+        if key in startup:
+            parts.append(f"{label} {startup[key] - previous:.1f} s")
+            previous = startup[key]
+    total = previous - startup["spark_submit"]
+    return f"{total:.1f} s from spark-submit to the first batch: " + ", ".join(parts)
+
+
 class Driver:
     """Context manager around one streaming driver's life.
 
     ``with Driver(engine, args) as driver:`` holds the lock, writes ``starting``; on exit writes
     ``stopped`` or ``failed``. ``batch_done`` is called after each committed batch.
+
+    The status keeps when each start-up phase ended (``startup``: epoch seconds of ``spark_submit``,
+    ``python``, ``driver``, ``session``, ``query``, ``first_batch``), and the driver prints them as one
+    line after its first batch: where a slow start went.
     """
 
     def __init__(self, engine: str, args: AppArgs) -> None:
@@ -76,6 +113,7 @@ class Driver:
         self._top = results.TopKeys(args.output, results.SEMANTICS[engine], TOP_WORDS)
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_BATCHES)
         self._closing = threading.Event()
+        self._startup: dict[str, Any] = launch_times()
 
     def __enter__(self) -> Driver:
         try:
@@ -86,10 +124,11 @@ class Driver:
         control.clear_stop(self.args.state_dir, self.engine)
         self.stop.install_signal_handlers()
         self._start_watchdogs()
+        self._startup["driver"] = round(time.time(), 3)
         control.write_status(
             self.args.state_dir, self.engine, state="starting", pid=os.getpid(),
             started_at=control.utc_now(), keys=self.args.keys, batch_id=None, reason=None, recent_batches=[],
-            watch=str(self.args.watch), output=str(self.args.output),
+            watch=str(self.args.watch), output=str(self.args.output), startup=self._startup,
         )
         self.log(f"starting: watch={self.args.watch} keys={self.args.keys} "
                  f"batch_seconds={self.args.batch_seconds} timeout={self.args.timeout}")
@@ -111,13 +150,30 @@ class Driver:
     def log(self, message: str) -> None:
         print(f"[wordstream {self.engine}] {message}", file=sys.stderr, flush=True)
 
+    def session_ready(self) -> None:
+        """The Spark session (or context) exists."""
+        self._startup["session"] = round(time.time(), 3)
+
     def running(self) -> None:
-        control.write_status(self.args.state_dir, self.engine, state="running")
+        """The stream has started."""
+        self._startup["query"] = round(time.time(), 3)
+        control.write_status(self.args.state_dir, self.engine, state="running", startup=self._startup)
 
     def batch_done(self, batch_id: int | str, rows_in: int, seconds: float, files: list[str],
-                   rows_out: int, input_rate: float | None = None) -> None:
-        """One progress line, the ledger's processed marks and a fresh status, after each batch."""
+                   rows_out: int, input_rate: float | None = None,
+                   durations_ms: Mapping[str, int] | None = None) -> None:
+        """One progress line, the ledger's processed marks and a fresh status, after each batch.
+
+        ``durations_ms``: where the batch's time went, as Spark reports it; kept for the first batch
+        of the run (``startup.first_batch_ms``).
+        """
         from wordstream.ledger import Ledger
+
+        if "first_batch" not in self._startup:
+            self._startup["first_batch"] = round(time.time(), 3)
+            if durations_ms:
+                self._startup["first_batch_ms"] = dict(durations_ms)
+            self.log(startup_summary(self._startup))
 
         ledger = Ledger(self.args.state_dir / "ledger.sqlite")
         if files:
@@ -138,7 +194,7 @@ class Driver:
             input_rows_per_second=batch["input_rows_per_second"],
             processed_rows_per_second=batch["processed_rows_per_second"],
             files_in_batch=len(files), files_processed=ledger.processed_count(self.engine),
-            top_words=self._top.top(), recent_batches=list(self._recent),
+            top_words=self._top.top(), recent_batches=list(self._recent), startup=self._startup,
         )
 
     def batch_written(self, batch: results.WrittenBatch) -> None:

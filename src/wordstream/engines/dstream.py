@@ -156,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_epoch(args, ENGINE)
         conf = spark_conf_defaults(SparkConf().setAppName("wordstream-dstream"))
         sc = SparkContext.getOrCreate(conf)
+        driver.session_ready()
         ssc = StreamingContext.getOrCreate(str(args.checkpoint), lambda: pipeline(sc, args))
         ssc.start()
         if _RUN.fresh_epoch:

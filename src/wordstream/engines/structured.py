@@ -110,6 +110,7 @@ class Progress(StreamingQueryListener):
             files=spark_probes.structured_batch_files(self.args.checkpoint, progress.batchId),
             rows_out=self.keys_out.pop(progress.batchId),
             input_rate=progress.inputRowsPerSecond,
+            durations_ms=progress.durationMs,
         )
 
     def onQueryIdle(self, event: Any) -> None:
@@ -135,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_epoch(args, ENGINE)
         conf = spark_conf_defaults(SparkConf().setAppName("wordstream-structured"))
         spark = SparkSession.builder.config(conf=conf).getOrCreate()
+        driver.session_ready()
         try:
             query = pipeline(spark, args, driver)
             driver.running()

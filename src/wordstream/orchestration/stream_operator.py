@@ -16,7 +16,7 @@ from wordstream import control
 from wordstream.engines.app_args import AppArgs
 from wordstream.engines.driver import STOP_WITH_LAUNCHER_ENV
 from wordstream.settings import Engine, Settings
-from wordstream.spark_env import application, spark_env
+from wordstream.spark_env import application, spark_env, submit_conf
 
 GRACEFUL_KILL_SECONDS = 3.0
 
@@ -34,7 +34,7 @@ class StreamSubmitOperator(SparkSubmitOperator):
         settings = Settings.from_env()
         settings.ensure_dirs()
         self.application_args = AppArgs.from_params(settings, self.engine, context["params"]).to_argv()
-        self.conf = {**settings.spark_conf(), **(self.conf or {})}
+        self.conf = {**submit_conf(settings), **(self.conf or {})}
         self.env_vars = {
             **spark_env(),
             "WORDSTREAM_DATA_DIR": str(settings.data_dir),
