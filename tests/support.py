@@ -6,6 +6,7 @@ the package, so a bug in ``wordstream.engines.keys`` cannot hide itself.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -108,6 +109,22 @@ def write_corpus(folder: Path, files: int, seed: int, lines: int = 60, prefix: s
         path.write_text(corpus_text(rng, lines), encoding="utf-8", newline="")
         paths.append(path)
     return paths
+
+
+def write_structured_record(checkpoint: Path, batches: list[list[Path]], committed: int | None) -> None:
+    """A Structured Streaming checkpoint's record as Spark writes it (the format is pinned against real
+    Spark by tests/spark/test_spark_probes.py): batch ``i`` read ``batches[i]`` (file source log id
+    ``i``); batches up to ``committed`` are in the commit log, later ones only planned."""
+    for folder in ("sources/0", "offsets", "commits"):
+        (checkpoint / folder).mkdir(parents=True, exist_ok=True)
+    for batch_id, files in enumerate(batches):
+        entries = [json.dumps({"path": Path(path).absolute().as_uri(), "timestamp": 0, "batchId": batch_id})
+                   for path in files]
+        (checkpoint / "sources/0" / str(batch_id)).write_text("\n".join(["v1", *entries]))
+        (checkpoint / "offsets" / str(batch_id)).write_text(
+            f'v1\n{{"batchWatermarkMs":0,"batchTimestampMs":0,"conf":{{}}}}\n{{"logOffset":{batch_id}}}')
+        if committed is not None and batch_id <= committed:
+            (checkpoint / "commits" / str(batch_id)).write_text('v1\n{"nextBatchWatermarkMs":0}')
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
