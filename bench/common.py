@@ -340,12 +340,14 @@ class StreamApp:
     def __exit__(self, *exc: object) -> None:
         try:
             if self.alive():
-                control.request_stop(self.settings.state, self.engine)
+                token = control.request_stop(self.settings.state, self.engine)
                 try:
                     assert self.proc is not None
                     self.proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     pass
+                finally:
+                    control.clear_stop(self.settings.state, self.engine, token)
         finally:
             kill_group(self.proc)
 

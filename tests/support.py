@@ -6,13 +6,15 @@ the package, so a bug in ``wordstream.engines.keys`` cannot hide itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import signal
 import subprocess
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,17 +137,42 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         raise AssertionError(str(error)) from None
 
 
+def assert_totals_stay(read: Callable[[], dict[str, int]], expected: Mapping[str, int],
+                       feed: Callable[[list[Path]], object], folder: Path, what: str,
+                       timeout: float = 240) -> Path:
+    """Wait until ``read()`` equals ``expected``, then until the stream has committed one more batch,
+    and check that batch added exactly its own input: a late over-count fails here.
+
+    The later batch is a file of one word of its own, delivered by ``feed`` as the test delivers its
+    files (``read`` may raise to say the stream died). Returns that file: later references count it.
+    """
+    wait_until(lambda: read() == expected, timeout, f"{what} to equal the reference")
+    folder.mkdir(parents=True, exist_ok=True)
+    word = f"sentinel{uuid.uuid4().hex[:12]}"
+    sentinel = folder / f"{word}.txt"
+    sentinel.write_text(word + "\n", encoding="utf-8")
+    feed([sentinel])
+    wait_until(lambda: word in read(), timeout, f"{what} to count one more batch")
+    got, want = read(), {**expected, word: 1}
+    diff = {key: (got.get(key), want.get(key)) for key in got.keys() | want.keys()
+            if got.get(key) != want.get(key)}
+    assert not diff, f"{what}: {len(diff)} keys differ after one more batch (got, expected): " \
+                     f"{sorted(diff.items())[:5]}"
+    return sentinel
+
+
 class SparkApp:
     """One engine's application under a real spark-submit, in its own process group."""
 
     def __init__(self, engine: Engine, settings: Settings, log: Path, keys: str = "words",
                  batch_seconds: int = 1, timeout: int | None = None, available_now: bool = False,
-                 master: str = "local[2]") -> None:
+                 master: str = "local[2]", state_dir: Path | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.log = log
-        self.args = AppArgs.for_engine(settings, engine, keys=keys, batch_seconds=batch_seconds,
-                                       timeout=timeout).to_argv()
+        args = AppArgs.for_engine(settings, engine, keys=keys, batch_seconds=batch_seconds, timeout=timeout)
+        self.state_dir = state_dir or args.state_dir
+        self.args = dataclasses.replace(args, state_dir=self.state_dir).to_argv()
         if available_now:
             self.args.append("--available-now")
         self.master = master
@@ -172,13 +199,17 @@ class SparkApp:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.engine} exited {self.proc.returncode}:\n{self.tail()}")
-            return control.read_status(self.settings.state, self.engine).get("state") == "running"
+            return control.read_status(self.state_dir, self.engine).get("state") == "running"
 
         wait_until(running, timeout, f"{self.engine} to be running")
 
     def stop_gracefully(self, timeout: float = 60) -> int:
-        control.request_stop(self.settings.state, self.engine)
-        return self.wait(timeout)
+        """The stop protocol as its writers use it: request, wait, withdraw the request."""
+        token = control.request_stop(self.state_dir, self.engine)
+        try:
+            return self.wait(timeout)
+        finally:
+            control.clear_stop(self.state_dir, self.engine, token)
 
     def kill9(self) -> None:
         """SIGKILL every process of the application (JVM, Python driver, Python workers)."""

@@ -96,9 +96,10 @@ class Driver:
             self._locks.enter_context(control.hold_checkpoint_lock(self.args.checkpoint))
         except control.EngineBusyError as error:
             self._refuse(str(error))
-        if control.stop_path(self.args.state_dir, self.engine).exists():
-            reason = (f"a stop was requested before this driver started "
-                      f"({control.stop_path(self.args.state_dir, self.engine)})")
+        marker = control.stop_path(self.args.state_dir, self.engine)
+        if marker.exists():  # e.g. a reset's request, meant for the driver this one would replace
+            reason = (f"a stop was requested before this driver started ({marker}; its writer "
+                      "removes it when done, or remove it by hand to start)")
             control.write_status(self.args.state_dir, self.engine, state="stopped", reason=reason,
                                  stopped_at=control.utc_now())
             self.log(f"stopped: {reason}")
