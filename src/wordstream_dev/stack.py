@@ -449,8 +449,8 @@ class Stack:
         left = self.processes()
         if left:
             raise StackError("still alive after SIGKILL: " + ", ".join(describe(p) for p in left))
-        for engine in stop_requested:  # a marker no driver consumed would stop the next start at once
-            control.clear_stop(self.settings.state, engine)
+        for engine, token in stop_requested.items():  # its driver is gone: withdraw the request
+            control.clear_stop(self.settings.state, engine, token)
         self.state_file.unlink(missing_ok=True)
         self.progress("stack stopped: no process left running")
 
