@@ -175,6 +175,20 @@ def test_the_lag_follows_the_commit_log(populated: Settings) -> None:
     assert stream_view(populated, "structured", now=NOW)["lag"]["files"] == 0
 
 
+def test_wordstream_status_shows_the_same_lag(populated: Settings, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from wordstream import cli
+
+    monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(populated.data_dir))
+    assert cli.main(["status", "--engine", "structured", "--json"]) == 0
+    lag = json.loads(capsys.readouterr().out)["lag"]
+    assert (lag["files"], lag["oldest_name"], lag["notes"]) == (2, f"{'c' * 16}-c.txt", [])
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert f"2 files not processed yet (oldest {'c' * 16}-c.txt, waiting" in out
+    assert "0 files not processed yet" in out  # dstream
+
+
 def test_stopped_engine_view_sums_batch_counts_and_dates_state_from_the_stop(populated: Settings) -> None:
     view = stream_view(populated, "dstream", now=NOW)
     assert view["status"]["state"] == "stopped"
