@@ -191,6 +191,21 @@ def test_reset_goes_by_the_commit_log_and_drops_output_that_was_never_committed(
     assert not control.reset_journal_path(settings.state, "structured").exists()
 
 
+def test_reset_changes_nothing_when_the_checkpoint_cannot_say_what_was_processed(settings: Settings) -> None:
+    staged(settings)
+    watch = settings.watch("structured")
+    before = visible(watch)
+    write_structured_record(settings.checkpoint("structured"), [[watch / name for name in before]],
+                            committed=0)
+    (settings.checkpoint("structured") / "offsets" / "0").unlink()  # damaged by hand
+    with pytest.raises(ResetError, match=r"cannot tell which files structured processed: .*offsets/0.*"
+                                         r"nothing was changed"):
+        reset_engine(settings, "structured", wait_timeout=1, progress=lambda _line: None)
+    assert visible(watch) == before and list(settings.landing.iterdir()) == []
+    assert not control.reset_journal_path(settings.state, "structured").exists()
+    assert list(settings.rotated.iterdir()) == [] and settings.checkpoint("structured").is_dir()
+
+
 def test_an_interrupted_reset_is_finished_by_the_next_one(settings: Settings) -> None:
     """Killed after giving back one file and moving the checkpoint: the journal names the epoch
     folder, the next reset reads the record there and completes the same epoch."""

@@ -142,10 +142,12 @@ def _reset_stopped(settings: Settings, engine: Engine, report: ResetReport, prog
     try:
         processed = commits.processed_files(engine, checkpoint, output)
     except CheckpointError as error:
-        if not report.resumed:  # nothing has moved yet
-            journal.unlink()
-        raise ResetError(f"cannot tell which files {engine} processed: {error}; nothing was given "
-                         "back") from None
+        if report.resumed:
+            raise ResetError(f"cannot tell which files {engine} processed: {error}; the interrupted "
+                             f"reset is still unfinished ({journal})") from None
+        journal.unlink()  # nothing has moved yet
+        raise ResetError(f"cannot tell which files {engine} processed: {error}; nothing was "
+                         "changed") from None
     report.uncommitted_removed = commits.discard_uncommitted(engine, checkpoint, output)
     ledger = Ledger(settings.ledger)
     ledger.reconcile(engine, processed, commits.watch_names(settings.watch(engine)), as_of)
