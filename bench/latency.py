@@ -193,8 +193,7 @@ def breakdown(startup: Startup) -> str:
 
 
 def stop_stream(api: AirflowClient, settings: Settings, run_id: str) -> None:
-    control.request_stop(settings.state, ENGINE)
-    if not control.wait_until_stopped(settings.state, ENGINE, 120):
+    if not control.stop_engine(settings.state, ENGINE, 120):
         raise RuntimeError("the stream did not stop within 120 s")
     api.wait_for_dag_run(DAG_ID, run_id, states=("success",), timeout=180)
 

@@ -114,8 +114,9 @@ def taken(results: Sequence[Result], info: Mapping[str, Any]) -> str:
     archive = f" driver class archive (AppCDS) {info['class_archive']};" if "class_archive" in info else ""
     return (f"Taken {when} with `make bench` on {info['cpus']} cores, {info['memory_gb']} GB, Python "
             f"{info['python']}, PySpark {info['pyspark']}, Airflow {info['airflow']}; Spark master "
-            f"`{info['master']}`, {conf};{archive} knobs set: {knob_text}. Each ratio compares medians taken side "
-            "by side in the same run (the machine's load drifts between runs; other jobs shared the cores).")
+            f"`{info['master']}`, {conf};{archive} knobs set: {knob_text}. Each ratio compares medians "
+            "taken side by side in the same run (the machine's load drifts between runs; other jobs "
+            "shared the cores).")
 
 
 def markdown(results: Sequence[Result], quick: bool, info: Mapping[str, Any]) -> str:

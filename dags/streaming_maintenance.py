@@ -3,10 +3,11 @@
 
 **action = reset** (trigger by hand): for each selected engine, request a graceful stop (the running
 batch commits), wait until the driver has released its lock (the run fails with a clear message if it
-does not within *wait_timeout*), give the watch files it has not processed back to `data/landing/`
-(staging publishes them again), and rotate its checkpoint and output away together into
-`data/rotated/` — a new epoch starts from zero; the old one is kept until cleanup. With *restart*, the
-engine's streaming DAG is triggered again.
+does not within *wait_timeout*), give the watch files it has not processed (by its own commit record)
+back to `data/landing/` (staging publishes them again), and rotate its checkpoint and output away
+together into `data/rotated/` — a new epoch starts from zero; the old one is kept until cleanup. A
+reset interrupted half way is finished by the next one (its journal in `data/state/`); no stream of
+that engine starts meanwhile. With *restart*, the engine's streaming DAG is triggered again.
 
 This is the tutorial's restart procedure ("empty the watched directory, delete the checkpoint if that
 is not enough"), made safe: nothing counted twice, nothing lost.

@@ -9,11 +9,13 @@ and stopped with :mod:`wordstream_dev.processes`, as the tooling does (``group_m
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +120,52 @@ def land(landing: Path, paths: Iterable[Path]) -> None:
         os.replace(temp, landing / path.name)
 
 
+def write_structured_record(checkpoint: Path, batches: list[list[Path]], committed: int | None) -> None:
+    """A Structured Streaming checkpoint's record as Spark writes it (the format is pinned against real
+    Spark by tests/spark/test_spark_probes.py): batch ``i`` read ``batches[i]`` (file source log id
+    ``i``); batches up to ``committed`` are in the commit log, later ones only planned."""
+    for folder in ("sources/0", "offsets", "commits"):
+        (checkpoint / folder).mkdir(parents=True, exist_ok=True)
+    for batch_id, files in enumerate(batches):
+        entries = [json.dumps({"path": Path(path).absolute().as_uri(), "timestamp": 0, "batchId": batch_id})
+                   for path in files]
+        (checkpoint / "sources/0" / str(batch_id)).write_text("\n".join(["v1", *entries]))
+        (checkpoint / "offsets" / str(batch_id)).write_text(
+            f'v1\n{{"batchWatermarkMs":0,"batchTimestampMs":0,"conf":{{}}}}\n{{"logOffset":{batch_id}}}')
+        if committed is not None and batch_id <= committed:
+            (checkpoint / "commits" / str(batch_id)).write_text('v1\n{"nextBatchWatermarkMs":0}')
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
     """:func:`wordstream.control.wait_for`, failing the test (AssertionError) on timeout."""
     try:
         return control.wait_for(predicate, timeout, what, interval)
     except TimeoutError as error:
         raise AssertionError(str(error)) from None
+
+
+def assert_totals_stay(read: Callable[[], dict[str, int]], expected: Mapping[str, int],
+                       feed: Callable[[list[Path]], object], folder: Path, what: str,
+                       timeout: float = 240) -> Path:
+    """Wait until ``read()`` equals ``expected``, then until the stream has committed one more batch,
+    and check that batch added exactly its own input: a late over-count fails here.
+
+    The later batch is a file of one word of its own, delivered by ``feed`` as the test delivers its
+    files (``read`` may raise to say the stream died). Returns that file: later references count it.
+    """
+    wait_until(lambda: read() == expected, timeout, f"{what} to equal the reference")
+    folder.mkdir(parents=True, exist_ok=True)
+    word = f"sentinel{uuid.uuid4().hex[:12]}"
+    sentinel = folder / f"{word}.txt"
+    sentinel.write_text(word + "\n", encoding="utf-8")
+    feed([sentinel])
+    wait_until(lambda: word in read(), timeout, f"{what} to count one more batch")
+    got, want = read(), {**expected, word: 1}
+    diff = {key: (got.get(key), want.get(key)) for key in got.keys() | want.keys()
+            if got.get(key) != want.get(key)}
+    assert not diff, f"{what}: {len(diff)} keys differ after one more batch (got, expected): " \
+                     f"{sorted(diff.items())[:5]}"
+    return sentinel
 
 
 class SparkApp(StreamApp):

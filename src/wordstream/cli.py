@@ -46,8 +46,11 @@ STATUS_COLUMNS = ("engine", "state", "pid", "batch_id", "input_rows", "input_row
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from wordstream.orchestration.status_view import engine_lag
+
     engines = [check_engine(args.engine)] if args.engine else list(ENGINES)
-    statuses = [control.read_status(settings.state, engine) for engine in engines]
+    statuses = [{**control.read_status(settings.state, engine), "lag": engine_lag(settings, engine)}
+                for engine in engines]
     if args.json:
         print(json.dumps(statuses if args.engine is None else statuses[0], indent=2, sort_keys=True))
         return 0
@@ -58,6 +61,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  {column:<26} {status[column]}")
         if status.get("reason"):
             print(f"  {'reason':<26} {status['reason']}")
+        lag = status["lag"]
+        oldest = (f" (oldest {lag['oldest_name']}, waiting {lag['oldest_age_seconds']:g} s)"
+                  if lag["oldest_name"] else "")
+        print(f"  {'lag':<26} {lag['files']} files not processed yet{oldest}")
+        for note in lag["notes"]:
+            print(f"  {'note':<26} {note}")
         if status.get("top_words"):
             top = ", ".join(f"{w} {c}" for w, c in status["top_words"][:10])
             print(f"  {'top words':<26} {top}")

@@ -1,12 +1,18 @@
 """The stop/status protocol of a streaming engine (architecture.md), in one place.
 
-Three files per engine in the state directory:
+Files per engine in the state directory:
 
 * ``<engine>.lock`` — held with ``flock`` by the driver for its whole life. The kernel drops the lock
   when the process dies, however it dies, so "is the lock held" is the truth about "is it running".
+  The driver also holds ``wordstream.lock`` inside its checkpoint, so two drivers with different
+  state directories cannot share a checkpoint either.
 * ``<engine>.stop`` — the stop marker. The driver polls it (and SIGTERM) at least every second and
-  stops between batches.
+  stops between batches; a driver that finds it at start stops at once. Only the writer of a marker
+  removes it, once the driver it meant is gone (:func:`stop_engine`), so a stop request is never
+  swallowed by a driver that happens to be starting or exiting.
 * ``<engine>.status.json`` — replaced atomically (write + fsync + rename) after every batch.
+* ``<engine>.reset.json`` — the journal of a reset in progress (:mod:`wordstream.maintenance.reset`);
+  no driver starts while it exists.
 
 Used by the Spark apps, the DAGs, the CLI and the UI; nothing else reimplements it.
 """
@@ -19,6 +25,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -47,6 +54,13 @@ def status_path(state_dir: Path, engine: str) -> Path:
     return Path(state_dir) / f"{engine}.status.json"
 
 
+def reset_journal_path(state_dir: Path, engine: str) -> Path:
+    return Path(state_dir) / f"{engine}.reset.json"
+
+
+CHECKPOINT_LOCK = "wordstream.lock"
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -57,7 +71,20 @@ def hold_lock(state_dir: Path, engine: str, wait_seconds: float = 2.0) -> Iterat
 
     Waits briefly because :func:`is_running` probes the lock with a shared flock for an instant.
     """
-    path = lock_path(state_dir, engine)
+    with _hold(lock_path(state_dir, engine), f"{engine} is already running", wait_seconds):
+        yield
+
+
+@contextmanager
+def hold_checkpoint_lock(checkpoint: Path, wait_seconds: float = 2.0) -> Iterator[None]:
+    """Hold the lock inside ``checkpoint`` (created if missing), or raise EngineBusyError."""
+    Path(checkpoint).mkdir(parents=True, exist_ok=True)
+    with _hold(Path(checkpoint) / CHECKPOINT_LOCK, f"checkpoint {checkpoint} is in use", wait_seconds):
+        yield
+
+
+@contextmanager
+def _hold(path: Path, busy: str, wait_seconds: float) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -70,8 +97,7 @@ def hold_lock(state_dir: Path, engine: str, wait_seconds: float = 2.0) -> Iterat
                 if time.monotonic() >= deadline:
                     holder = _read_pid(fd)
                     raise EngineBusyError(
-                        f"{engine} is already running (lock {path} held"
-                        + (f" by pid {holder})" if holder else ")")
+                        f"{busy} (lock {path} held" + (f" by pid {holder})" if holder else ")")
                     ) from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
@@ -126,15 +152,42 @@ def wait_until_stopped(state_dir: Path, engine: str, timeout: float) -> bool:
     return True
 
 
-def request_stop(state_dir: Path, engine: str) -> None:
-    """Ask a running driver to stop gracefully after its current batch."""
+def request_stop(state_dir: Path, engine: str) -> str:
+    """Ask a running driver to stop gracefully after its current batch; returns the request's token.
+
+    The writer of a request removes it (:func:`clear_stop` with the token) once the driver it meant
+    is gone; the driver never does, so a driver that is just starting honours it too.
+    """
     path = stop_path(state_dir, engine)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(utc_now() + "\n")
+    token = f"{utc_now()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
+    path.write_text(token + "\n")
+    return token
 
 
-def clear_stop(state_dir: Path, engine: str) -> None:
-    stop_path(state_dir, engine).unlink(missing_ok=True)
+def clear_stop(state_dir: Path, engine: str, token: str | None = None) -> None:
+    """Withdraw a stop request: the one with ``token`` (not a later writer's), or any if None."""
+    path = stop_path(state_dir, engine)
+    if token is not None:
+        try:
+            if path.read_text().strip() != token:
+                return
+        except FileNotFoundError:
+            return
+    path.unlink(missing_ok=True)
+
+
+def stop_engine(state_dir: Path, engine: str, timeout: float) -> bool:
+    """Stop a running driver gracefully; True if it is gone within ``timeout``.
+
+    The request is withdrawn either way: the driver it meant is gone, or the caller gives up on a
+    graceful stop (and kills it).
+    """
+    token = request_stop(state_dir, engine)
+    try:
+        return wait_until_stopped(state_dir, engine, timeout)
+    finally:
+        clear_stop(state_dir, engine, token)
 
 
 def write_status(state_dir: Path, engine: str, **fields: Any) -> dict[str, Any]:

@@ -14,7 +14,9 @@ Two tables:
   archive or the quarantine, so that a crash between the move and the final status can be finished.
 * ``deliveries`` — per content (sha256) and engine, the copy in that engine's watch folder. ``state``
   goes ``publishing`` → ``published`` → ``processed`` (with the batch) or ``returned`` (a reset gave
-  the file back to landing; the next staging run publishes it again to that engine only).
+  the file back to landing; the next staging run publishes it again to that engine only). The
+  ``processed`` marks follow the engine's own commit record (:meth:`Ledger.reconcile`): a driver
+  marks each batch, but a mark can be late or lost, and only the record is the truth.
   ``publishing`` is the intent written before the copy: staging resolves it on its next start by
   looking for the final watch file, so a crash never publishes a content twice nor loses it.
   ``file_id`` names the file row that published, which tells a resumed file from a duplicate.
@@ -335,6 +337,51 @@ class Ledger:
                 )
                 changed += cursor.rowcount
         return changed
+
+    def reconcile(self, engine: str, processed: Iterable[str], in_watch: Iterable[str],
+                  as_of: str) -> tuple[int, int]:
+        """Make ``engine``'s deliveries agree with the engine's own record of what it processed.
+
+        ``processed`` are the watch names the engine committed (its checkpoint or its manifests:
+        :mod:`wordstream.engines.commits`), read from ``as_of`` on. ``in_watch`` are the names in its
+        watch folder: this epoch's files (a reset empties the folder; a processed delivery whose file
+        is gone was counted by an earlier epoch, or cleanup removed it, and stays processed).
+
+        * a ``publishing``/``published`` delivery the engine processed becomes ``processed``;
+        * a ``processed`` delivery in the folder that the engine did not process goes back to
+          ``published``, unless it was marked at or after ``as_of``: the driver may have marked a
+          newer batch after the record was read.
+
+        Returns (marked processed, back to published). Writes nothing when they already agree.
+        """
+        done = {watch_basename(str(name)) for name in processed}
+        present = {watch_basename(str(name)) for name in in_watch}
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT watch_name, state, updated_at FROM deliveries WHERE engine = ?"
+                " AND state IN ('publishing', 'published', 'processed')",
+                (engine,),
+            ).fetchall()
+        mark = sorted({row["watch_name"] for row in rows
+                       if row["state"] != "processed" and row["watch_name"] in done})
+        reopen = sorted({row["watch_name"] for row in rows
+                         if row["state"] == "processed" and row["watch_name"] in present
+                         and row["watch_name"] not in done and row["updated_at"] < as_of})
+        if not mark and not reopen:
+            return 0, 0
+        now = utc_now()
+        with self._connect(write=True) as conn:
+            marked = conn.executemany(
+                "UPDATE deliveries SET state = 'processed', batch = NULL, updated_at = ?"
+                " WHERE engine = ? AND watch_name = ? AND state IN ('publishing', 'published')",
+                [(now, engine, name) for name in mark],
+            ).rowcount
+            reopened = conn.executemany(
+                "UPDATE deliveries SET state = 'published', batch = NULL, updated_at = ?"
+                " WHERE engine = ? AND watch_name = ? AND state = 'processed' AND updated_at < ?",
+                [(now, engine, name, as_of) for name in reopen],
+            ).rowcount
+        return marked, reopened
 
     # -- maintenance -----------------------------------------------------------------------------
     def delivery_for_watch(self, engine: str, watch_name: str) -> Delivery | None:

@@ -4,6 +4,11 @@ Layout: ``output/<engine>/batch=<id>/part-*.parquet`` with columns ``key`` (stri
 (long). A replayed batch (after a crash the engines re-run the last uncommitted batch with the same
 id and the same input) replaces its folder instead of adding rows, so results are exactly-once.
 
+A DStream batch folder also holds its manifest, ``_files.json``: the watch files the batch read,
+written inside the temp folder before it is swapped into place, so a visible batch and the record of
+its input are one rename. A batch that read files but produced no keys is a folder with only its
+manifest. Readers skip ``_`` names and read only ``*.parquet``, so both cope.
+
 * ``structured`` writes the running totals of the keys a batch updated (outputMode update): a key's
   total is its row in the newest batch that has it.
 * ``dstream`` writes per-batch counts, as the tutorial's ``reduceByKey`` does: a key's total is the
@@ -17,6 +22,7 @@ from __future__ import annotations
 import csv
 import heapq
 import io
+import json
 import os
 import re
 import shutil
@@ -33,6 +39,9 @@ if TYPE_CHECKING:
 Semantics = Literal["running-totals", "batch-counts"]
 SEMANTICS: dict[str, Semantics] = {"structured": "running-totals", "dstream": "batch-counts"}
 BATCH_PREFIX = "batch="
+MANIFEST = "_files.json"
+# Names of folders replace_batch is still writing or about to drop: hidden from every reader.
+TEMP_PREFIXES = ("_tmp-", "_old-")
 
 
 def batch_dir(output: Path, batch_id: int) -> Path:
@@ -48,10 +57,10 @@ def replace_batch(output: Path, batch_id: int, write: Callable[[Path], None]) ->
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     final = batch_dir(output, batch_id)
-    tmp = output / f"_tmp-{final.name}-{uuid.uuid4().hex}"
+    tmp = output / f"{TEMP_PREFIXES[0]}{final.name}-{uuid.uuid4().hex}"
     write(tmp)
     if final.exists():  # a replay: swap the old copy out first, then drop it
-        old = output / f"_old-{final.name}-{uuid.uuid4().hex}"
+        old = output / f"{TEMP_PREFIXES[1]}{final.name}-{uuid.uuid4().hex}"
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
@@ -69,8 +78,13 @@ class WrittenBatch:
     replayed: bool  # the folder existed: this batch id was written before (a replay after a crash)
 
 
-def write_batch(counts: DataFrame, output: Path, batch_id: int) -> WrittenBatch | None:
-    """Persist one batch of ``(key, count)`` rows (Spark side); None when the batch has no rows.
+def write_batch(counts: DataFrame, output: Path, batch_id: int,
+                files: Sequence[str] | None = None) -> WrittenBatch | None:
+    """Persist one batch of ``(key, count)`` rows (Spark side).
+
+    With ``files`` (DStream) the folder gets its manifest and is kept even without rows: the record
+    that the batch read those files. Without (Structured, whose checkpoint is the record) a batch
+    without rows leaves no folder and None is returned.
 
     One Spark job: the rows are read back from the Parquet just written (pyarrow, in the driver)
     instead of running more jobs over the batch to count and show it.
@@ -80,13 +94,42 @@ def write_batch(counts: DataFrame, output: Path, batch_id: int) -> WrittenBatch 
 
     def write(path: Path) -> None:
         counts.select("key", "count").write.mode("error").parquet(str(path))
-        written.append(read_batch(path))
+        rows = read_batch(path)
+        if files is not None:
+            if rows.num_rows == 0:  # Spark's empty part file and _SUCCESS: only the manifest stays
+                for entry in path.iterdir():
+                    entry.unlink()
+            write_manifest(path, files)
+        written.append(rows)
 
     folder = replace_batch(output, batch_id, write)
-    if written[0].num_rows == 0:
+    if written[0].num_rows == 0 and files is None:
         shutil.rmtree(folder, ignore_errors=True)
         return None
     return WrittenBatch(folder, written[0], replayed)
+
+
+def write_manifest(folder: Path, files: Iterable[str]) -> None:
+    """The batch's input files by name (a path or URI is reduced to its last component)."""
+    names = sorted({str(name).rstrip("/").rsplit("/", 1)[-1] for name in files})
+    (Path(folder) / MANIFEST).write_text(json.dumps({"files": names}) + "\n", encoding="utf-8")
+
+
+def read_manifest(folder: Path) -> list[str] | None:
+    """The files a batch folder records, or None if it has no manifest."""
+    try:
+        text = (Path(folder) / MANIFEST).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    return [str(name) for name in json.loads(text)["files"]]
+
+
+def recorded_files(output: Path) -> set[str]:
+    """The union of the manifests of every batch folder in ``output`` (what DStream processed)."""
+    names: set[str] = set()
+    for folder in batch_dirs(output):
+        names.update(read_manifest(folder) or ())
+    return names
 
 
 def read_batch(folder: Path) -> pa.Table:
@@ -105,6 +148,32 @@ def batch_dirs(output: Path) -> list[Path]:
     if not output.is_dir():
         return []
     return sorted(p for p in output.iterdir() if p.is_dir() and p.name.startswith(BATCH_PREFIX))
+
+
+def batch_id_of(folder: Path) -> int:
+    return int(Path(folder).name[len(BATCH_PREFIX):])
+
+
+def remove_batches_after(output: Path, batch_id: int | None) -> list[int]:
+    """Remove the batch folders with an id above ``batch_id`` (every one if None); their ids."""
+    removed = []
+    for folder in batch_dirs(output):
+        if batch_id is None or batch_id_of(folder) > batch_id:
+            shutil.rmtree(folder)
+            removed.append(batch_id_of(folder))
+    return removed
+
+
+def remove_temp_folders(output: Path) -> int:
+    """Remove what :func:`replace_batch` left half done (a crash while writing or swapping)."""
+    output = Path(output)
+    if not output.is_dir():
+        return 0
+    temps = [p for p in output.iterdir() if p.name.startswith(TEMP_PREFIXES) and p.is_dir()
+             and not p.is_symlink()]
+    for folder in temps:
+        shutil.rmtree(folder)
+    return len(temps)
 
 
 def read_totals(output: Path, semantics: Semantics) -> dict[str, int]:

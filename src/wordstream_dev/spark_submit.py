@@ -13,6 +13,7 @@ everything it printed::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -88,11 +89,13 @@ class StreamApp(SparkSubmit):
     def __init__(self, engine: Engine, settings: Settings, log: Path, *, keys: KeyMode = "words",
                  batch_seconds: int = 1, timeout: int | None = None, available_now: bool = False,
                  master: str = LOCAL_MASTER, conf: Mapping[str, str] | None = None,
-                 driver_memory: str | None = None) -> None:
+                 driver_memory: str | None = None, state_dir: Path | None = None) -> None:
         self.engine = engine
         self.settings = settings
-        args = AppArgs.for_engine(settings, engine, keys=keys, batch_seconds=batch_seconds, timeout=timeout,
-                                  available_now=available_now).to_argv()
+        app_args = AppArgs.for_engine(settings, engine, keys=keys, batch_seconds=batch_seconds,
+                                      timeout=timeout, available_now=available_now)
+        self.state_dir = state_dir or app_args.state_dir
+        args = dataclasses.replace(app_args, state_dir=self.state_dir).to_argv()
         super().__init__(application(engine), args, log=log, master=master,
                          conf={**submit_conf(settings), **(conf or {})}, driver_memory=driver_memory,
                          data_dir=settings.data_dir)
@@ -102,7 +105,7 @@ class StreamApp(SparkSubmit):
         return super().start()
 
     def status(self) -> dict[str, Any]:
-        return control.read_status(self.settings.state, self.engine)
+        return control.read_status(self.state_dir, self.engine)
 
     def check_running(self) -> None:
         """Raise RuntimeError, with the log's tail, once spark-submit has exited."""
@@ -127,9 +130,13 @@ class StreamApp(SparkSubmit):
         return control.wait_for(done, timeout, f"{self.engine} to process {files} files", interval=interval)
 
     def stop_gracefully(self, timeout: float = 60.0) -> int:
-        """The stop marker, then the exit code (the driver commits its batch and exits 0)."""
-        control.request_stop(self.settings.state, self.engine)
-        return self.wait(timeout)
+        """The stop protocol as its writers use it: request (the driver commits its batch and exits 0),
+        wait for the exit code, withdraw the request."""
+        token = control.request_stop(self.state_dir, self.engine)
+        try:
+            return self.wait(timeout)
+        finally:
+            control.clear_stop(self.state_dir, self.engine, token)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -333,20 +333,19 @@ class Stack:
                                   groups=[leader.pid] if leader is not None else [])
             if left:
                 raise StackError("still alive after SIGKILL: " + ", ".join(describe(p) for p in left))
-        for engine in stop_requested:  # a marker no driver consumed would stop the next start at once
-            control.clear_stop(self.settings.state, engine)
+        for engine, token in stop_requested.items():  # its driver is gone: withdraw the request
+            control.clear_stop(self.settings.state, engine, token)
         self.state_file.unlink(missing_ok=True)
         self.progress("stack stopped: no process left running")
 
-    def _stop_streams(self) -> list[Engine]:
-        """Ask every running engine on our data to stop after its batch; returns the engines asked."""
+    def _stop_streams(self) -> dict[Engine, str]:
+        """Ask every running engine on our data to stop after its batch; the requests' tokens."""
         state_dir = self.settings.state
         running = [engine for engine in ENGINES if control.is_running(state_dir, engine)]
         if not running:
-            return []
+            return {}
         self.progress(f"stopping streams gracefully: {', '.join(running)} ...")
-        for engine in running:
-            control.request_stop(state_dir, engine)
+        tokens = {engine: control.request_stop(state_dir, engine) for engine in running}
         deadline = time.monotonic() + self.stream_stop_timeout
         stopped = []
         for engine in running:
@@ -357,7 +356,7 @@ class Stack:
                 self.progress(f"  {engine} did not stop within {self.stream_stop_timeout:g} s: killing it")
         if stopped:
             self._wait_stream_runs_finished([stream_dag_id(engine) for engine in stopped])
-        return running
+        return tokens
 
     def _wait_stream_runs_finished(self, dag_ids: list[str], timeout: float = 45.0) -> None:
         """Let Airflow record the stopped streams' runs as finished before Airflow itself stops.

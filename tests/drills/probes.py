@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import ipaddress
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -183,3 +184,28 @@ def watch_files(names: Iterable[str], by_prefix: dict[str, Path]) -> list[Path]:
         assert prefix in by_prefix, f"{name} is not one of the files this test wrote"
         found.append(by_prefix[prefix])
     return found
+
+
+# -- kill points -----------------------------------------------------------------------------------
+def kill_when(app: Any, ready: Any, timeout: float, what: str) -> None:
+    """SIGKILL the whole application (JVM, driver, workers) the moment ``ready()`` holds.
+
+    Polled every millisecond: the moments the drills aim at (a commit just written, a batch folder
+    just swapped in) last tens of milliseconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if app.proc.poll() is not None:
+            raise AssertionError(f"{app.engine} exited {app.proc.returncode} before {what}:\n{app.tail()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}:\n{app.tail()}")
+        time.sleep(0.001)
+    app.kill9()
+
+
+def batch_ids(folder: Path) -> set[int]:
+    """The batch ids of a Spark metadata log folder (``commits/``, ``offsets/``): whole files only."""
+    try:
+        return {int(name) for name in os.listdir(folder) if name.isdigit()}
+    except FileNotFoundError:
+        return set()

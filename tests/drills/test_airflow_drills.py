@@ -37,7 +37,14 @@ from probes import (
     spark_ui,
     write_repeated,
 )
-from support import corpus_text, processes_mentioning, reference_counts, wait_until, write_corpus
+from support import (
+    assert_totals_stay,
+    corpus_text,
+    processes_mentioning,
+    reference_counts,
+    wait_until,
+    write_corpus,
+)
 
 from wordstream import control, results
 from wordstream.ledger import Ledger
@@ -70,13 +77,14 @@ class Feed:
     def expected(self) -> dict[str, int]:
         return add_counts(*self.references.values())
 
-    def wait_exact(self, timeout: float = 240) -> None:
-        expected = self.expected()
+    def wait_exact(self, folder: Path, timeout: float = 240) -> None:
+        """Every engine's totals equal the reference, and stay so one batch more (the file of that
+        batch, written to ``folder``, joins the references)."""
         for engine in ENGINES:
             output = self.settings.output(engine)
-            wait_until(lambda output=output, engine=engine:
-                       results.read_totals(output, results.SEMANTICS[engine]) == expected,
-                       timeout, f"{engine} totals to equal the reference of {len(self.references)} files")
+            assert_totals_stay(lambda output=output, engine=engine: results.read_totals(
+                output, results.SEMANTICS[engine]), self.expected(), self.land, folder,
+                f"{engine} totals of {len(self.references)} files", timeout)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +240,7 @@ def kill_in_flight(stack: Stack, engine: str, sha256: str, target: str) -> tuple
 def test_kill_9_mid_batch_is_retried_and_totals_stay_exact(stack: Stack, api: AirflowClient, feed: Feed,
                                                            streams: dict[str, str], tmp_path: Path) -> None:
     feed.land(write_corpus(tmp_path / "first", files=4, seed=301))
-    feed.wait_exact()
+    feed.wait_exact(tmp_path / "sentinels")
     tries = {engine: try_number(api, engine, streams[engine]) for engine in ENGINES}
 
     big = tmp_path / "big.txt"
@@ -250,7 +258,7 @@ def test_kill_9_mid_batch_is_retried_and_totals_stay_exact(stack: Stack, api: Ai
     for engine in ENGINES:  # retry_delay is 20 s, then the driver starts from its checkpoint
         wait_until(lambda engine=engine: restarted(stack, api, engine, streams[engine], killed[engine],
                                                    tries[engine]), 240, f"the retry of {engine}")
-    feed.wait_exact()  # the next drill lands more files on these drivers
+    feed.wait_exact(tmp_path / "sentinels")  # the next drill lands more files on these drivers
     for engine in ENGINES:
         one_driver(stack, engine)
         assert api.get_dag_run(f"stream_{engine}", streams[engine])["state"] == "running"
@@ -295,14 +303,14 @@ def test_airflow_killed_and_restarted_keeps_exact_totals(stack: Stack, api: Airf
                                                    tries[engine]), 300, f"Airflow to run {engine} again")
     print(f"streams running again {time.monotonic() - killed_at:.1f} s after Airflow was killed")
     feed.land(write_corpus(tmp_path / "after-restart", files=2, seed=403))
-    feed.wait_exact()
+    feed.wait_exact(tmp_path / "sentinels")
     for engine in ENGINES:
         one_driver(stack, engine)
 
     # The record stays truthful: a graceful stop ends each run as success, nothing left running.
-    for engine in ENGINES:
-        control.request_stop(stack.settings.state, engine)
+    tokens = {engine: control.request_stop(stack.settings.state, engine) for engine in ENGINES}
     for engine in ENGINES:
         api.wait_for_dag_run(f"stream_{engine}", streams[engine], states=("success",), timeout=180)
         assert not control.is_running(stack.settings.state, engine)
         assert not driver_processes(data_dir, engine)
+        control.clear_stop(stack.settings.state, engine, tokens[engine])

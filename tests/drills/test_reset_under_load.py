@@ -26,7 +26,7 @@ from probes import (
     watch_files,
     write_repeated,
 )
-from support import SparkApp, corpus_text, reference_counts, wait_until, write_corpus
+from support import SparkApp, assert_totals_stay, corpus_text, reference_counts, wait_until, write_corpus
 
 from wordstream import control, maintenance, results
 from wordstream.ledger import Ledger
@@ -48,14 +48,16 @@ def totals(settings: Settings, engine: str, output: Path | None = None) -> dict[
 
 
 def wait_totals(settings: Settings, engine: str, expected: dict[str, int], app: SparkApp,
-                timeout: float = 240) -> None:
-    def matches() -> bool:
+                folder: Path) -> Path:
+    """The totals reach the reference and stay there one batch more; returns that batch's file."""
+    def read() -> dict[str, int]:
         assert app.proc is not None
         if app.proc.poll() is not None:
             raise AssertionError(f"{engine} exited {app.proc.returncode}:\n{app.tail()}")
-        return totals(settings, engine) == expected
+        return totals(settings, engine)
 
-    wait_until(matches, timeout, f"{engine} totals to equal the reference")
+    return assert_totals_stay(read, expected, lambda paths: stage_files(settings, paths), folder,
+                              f"{engine} totals")
 
 
 def stage_when_stopped(settings: Settings, engine: str, paths: list[Path]) -> threading.Thread:
@@ -92,7 +94,11 @@ def test_reset_during_a_batch_counts_every_file_once(settings: Settings, tmp_pat
     try:
         app.wait_running()
         stage_files(settings, before)
-        wait_totals(settings, engine, add_counts(*(reference[p] for p in before)), app)
+        extra = wait_totals(settings, engine, add_counts(*(reference[p] for p in before)), app,
+                            tmp_path / "sentinels")
+        before.append(extra)
+        reference[extra] = reference_counts([extra], "words")
+        by_prefix.update(files_by_watch_name([extra]))
 
         ui = spark_ui(control.read_status(settings.state, engine)["pid"])
         stage_files(settings, [big])
@@ -143,7 +149,7 @@ def test_reset_during_a_batch_counts_every_file_once(settings: Settings, tmp_pat
         app.wait_running()
         stage_files(settings, after)
         expected = add_counts(*(reference[p] for p in [*landing, *waiting, *after]))
-        wait_totals(settings, engine, expected, app)
+        wait_totals(settings, engine, expected, app, tmp_path / "sentinels")
         assert app.stop_gracefully() == 0, app.tail()
     finally:
         app.cleanup()

@@ -16,7 +16,14 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from support import SparkApp, group_members, reference_counts, wait_until, write_corpus
+from support import (
+    SparkApp,
+    assert_totals_stay,
+    group_members,
+    reference_counts,
+    wait_until,
+    write_corpus,
+)
 
 from wordstream import control, results
 from wordstream.settings import ENGINES, Settings
@@ -56,21 +63,21 @@ def publish(settings: Settings, paths: list[Path]) -> None:
 
 
 def wait_for_totals(settings: Settings, engine: str, expected: dict[str, int], app: SparkApp,
-                    timeout: float = 180) -> None:
-    def matches() -> bool:
+                    timeout: float = 180) -> Path:
+    """The totals reach the reference and stay there one batch more (:func:`assert_totals_stay`);
+    returns the file that batch read, which later references count."""
+    def totals() -> dict[str, int]:
         if app.proc is not None and app.proc.poll() is not None:
             raise AssertionError(f"{engine} exited {app.proc.returncode}:\n{app.tail()}")
-        return results.read_totals(settings.output(engine), results.SEMANTICS[engine]) == expected
+        return results.read_totals(settings.output(engine), results.SEMANTICS[engine])
 
     try:
-        wait_until(matches, timeout, f"{engine} totals to equal the reference")
-    except AssertionError:
-        got = results.read_totals(settings.output(engine), results.SEMANTICS[engine])
-        diff = {k: (got.get(k), expected.get(k)) for k in set(got) | set(expected)
-                if got.get(k) != expected.get(k)}
-        raise AssertionError(
-            f"{len(diff)} keys differ, e.g. {list(diff.items())[:5]}\n{app.tail()}") from None
-    assert totals_via_cli(settings, engine) == expected
+        extra = assert_totals_stay(totals, expected, lambda paths: publish(settings, paths),
+                                   app.log.parent / "sentinels", f"{engine} totals", timeout)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{app.tail()}") from None
+    assert totals_via_cli(settings, engine) == {**expected, **reference_counts([extra], "words")}
+    return extra
 
 
 @pytest.mark.parametrize("mode", ["words", "lines"])
@@ -103,15 +110,17 @@ def test_live_stream_stop_marker_downtime_and_restart(settings: Settings, tmp_pa
     try:
         app.wait_running()
         publish(settings, first)
-        wait_for_totals(settings, engine, reference_counts(first, "words"), app)
+        first.append(wait_for_totals(settings, engine, reference_counts(first, "words"), app))
 
-        control.request_stop(settings.state, engine)
+        token = control.request_stop(settings.state, engine)
         stop_requested = time.monotonic()
         assert app.wait(60) == 0, app.tail()
         stop_seconds = time.monotonic() - stop_requested
         status = control.read_status(settings.state, engine)
         assert status["state"] == "stopped" and status["reason"] == "stop marker", status
-        assert not control.stop_path(settings.state, engine).exists()
+        # The driver leaves the request to its writer, who withdraws it now that the driver is gone.
+        assert control.stop_path(settings.state, engine).read_text().strip() == token
+        control.clear_stop(settings.state, engine, token)
         print(f"{engine} stopped {stop_seconds:.1f} s after the marker")
     finally:
         app.cleanup()
@@ -146,10 +155,9 @@ def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, tmp_path: P
 
     app = SparkApp(engine, settings, tmp_path / "run2.log").start()
     try:
-        expected = reference_counts(corpus, "words")
-        wait_for_totals(settings, engine, expected, app)
+        corpus.append(wait_for_totals(settings, engine, reference_counts(corpus, "words"), app))
         # The status' top words, kept batch by batch across the crash and the replay, are exact too.
-        top = top_words(expected)
+        top = top_words(reference_counts(corpus, "words"))
         wait_until(lambda: control.read_status(settings.state, engine).get("top_words") == top,
                    30, f"{engine} status top words to equal the reference")
         assert app.stop_gracefully() == 0
@@ -159,12 +167,19 @@ def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, tmp_path: P
 
 @pytest.mark.drill
 def test_second_start_is_refused_and_first_keeps_running(settings: Settings, tmp_path: Path) -> None:
+    """Refused by the engine lock, and by the checkpoint's lock with a state directory of its own."""
     first = SparkApp("structured", settings, tmp_path / "first.log").start()
     try:
         first.wait_running()
         second = SparkApp("structured", settings, tmp_path / "second.log").start()
-        assert second.wait(120) != 0
+        assert second.wait(120) == 3
         assert "refusing to start: structured is already running" in second.log.read_text()
+        elsewhere = tmp_path / "other-state"
+        third = SparkApp("structured", settings, tmp_path / "third.log", state_dir=elsewhere).start()
+        assert third.wait(120) == 3
+        refusal = f"structured: refusing to start: checkpoint {settings.checkpoint('structured')} is in use"
+        assert refusal in third.log.read_text()
+        assert control.read_status(elsewhere, "structured")["state"] == "never started"
         assert first.proc is not None and first.proc.poll() is None
         status = control.read_status(settings.state, "structured")
         assert status["state"] == "running"

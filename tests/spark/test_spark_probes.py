@@ -28,18 +28,58 @@ def write_files(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def test_structured_batch_files_reads_the_file_source_log(spark: Any, tmp_path: Path) -> None:
-    watch, checkpoint = tmp_path / "watch", tmp_path / "checkpoint"
-    first = write_files(watch, 3)
-    query = (spark.readStream.text(str(watch)).writeStream.format("noop")
+def run_available_now(spark: Any, watch: Path, checkpoint: Path, **options: str) -> None:
+    reader = spark.readStream
+    for key, value in options.items():
+        reader = reader.option(key, value)
+    query = (reader.text(str(watch)).writeStream.format("noop")
              .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True).start())
     try:
         query.awaitTermination(120)
     finally:
         query.stop()
+
+
+def test_structured_batch_files_reads_the_file_source_log(spark: Any, tmp_path: Path) -> None:
+    watch, checkpoint = tmp_path / "watch", tmp_path / "checkpoint"
+    first = write_files(watch, 3)
+    run_available_now(spark, watch, checkpoint)
     assert sorted(spark_probes.structured_batch_files(checkpoint, 0)) == sorted(map(str, first))
-    assert spark_probes.structured_batch_files(checkpoint, 1) == []
+    assert spark_probes.structured_last_commit(checkpoint) == 0
     assert (checkpoint / spark_probes.FILE_SOURCE_LOG / "0").read_text().splitlines()[0] == "v1"
+    with pytest.raises(spark_probes.CheckpointError, match="batch 1"):
+        spark_probes.structured_batch_files(checkpoint, 1)  # never planned
+
+
+def test_committed_files_follow_the_commit_log_through_compaction_and_deleted_log_files(
+        spark: Any, tmp_path: Path) -> None:
+    """Seven batches of one file each, the log compacted every 3 ids: files per batch and of every
+    committed batch, then with a batch planned but not committed, then with the plain log files
+    Spark deletes some time after a later compaction gone."""
+    watch, checkpoint = tmp_path / "watch", tmp_path / "checkpoint"
+    files = write_files(watch, 7)
+    spark.conf.set("spark.sql.streaming.fileSource.log.compactInterval", "3")
+    try:
+        run_available_now(spark, watch, checkpoint, maxFilesPerTrigger="1")
+    finally:
+        spark.conf.unset("spark.sql.streaming.fileSource.log.compactInterval")
+    log = checkpoint / spark_probes.FILE_SOURCE_LOG
+    assert {"2.compact", "5.compact", "6"} <= set(os.listdir(log))
+    assert spark_probes.structured_last_commit(checkpoint) == 6
+    assert spark_probes.structured_planned_batches(checkpoint) == set(range(7))
+    per_batch = [spark_probes.structured_batch_files(checkpoint, batch) for batch in range(7)]
+    assert all(len(batch) == 1 for batch in per_batch)
+    assert sorted(name for batch in per_batch for name in batch) == sorted(map(str, files))
+    assert sorted(spark_probes.structured_committed_files(checkpoint)) == sorted(map(str, files))
+
+    (checkpoint / spark_probes.COMMIT_LOG / "6").unlink()  # batch 6 planned, never committed
+    assert sorted(spark_probes.structured_committed_files(checkpoint)) == sorted(
+        name for batch in per_batch[:6] for name in batch)
+    for name in ("0", "1", "3", "4", "2.compact"):  # what Spark's log cleanup removes
+        (log / name).unlink()
+    assert spark_probes.structured_batch_files(checkpoint, 4) == per_batch[4]  # from 5.compact
+    assert sorted(spark_probes.structured_committed_files(checkpoint)) == sorted(
+        name for batch in per_batch[:6] for name in batch)
 
 
 def test_dstream_batch_files_and_jvm_count_on_a_real_text_file_stream(spark: Any, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from wordstream.control import utc_now
 from wordstream.ledger import Ledger, watch_basename
 
 SHA = "a" * 64
@@ -43,6 +44,27 @@ def test_begin_resumes_an_unfinished_row_and_adds_a_new_one_otherwise(ledger: Le
     ledger.finish(first.id, "staged")
     assert ledger.begin("a.txt", SHA, 10).id != first.id  # finished rows are never resumed
     assert ledger.begin("link", None, None).id == ledger.begin("link", None, None).id
+
+
+def test_reconcile_makes_the_marks_those_of_the_engine_record(ledger: Ledger) -> None:
+    names = {}
+    for letter in "abcde":
+        published(ledger, f"{letter}.txt", letter * 64)
+        names[letter] = f"{letter * 16}-{letter}.txt"
+    ledger.mark_processed("dstream", "1", [names["a"], names["c"], names["e"]])
+    late = utc_now()  # the engine's record is read now: it names a and b
+    ledger.mark_processed("dstream", "2", [names["d"]])  # a driver's mark made after that read
+    in_watch = {names["a"], names["b"], names["c"], names["d"]}  # e's file left with an earlier epoch
+
+    assert ledger.reconcile("dstream", {names["a"], f"file:///w/{names['b']}"}, in_watch, late) == (1, 1)
+
+    states = {letter: ledger.deliveries(letter * 64)["dstream"].state for letter in "abcde"}
+    assert states == {"a": "processed", "b": "processed",  # b's mark was lost: now made
+                      "c": "published",  # marked, but the engine never committed it: open again
+                      "d": "processed",  # marked after the record was read: may be newer, kept
+                      "e": "processed"}  # not in this epoch's folder: an earlier epoch counted it
+    assert all(ledger.deliveries(letter * 64)["structured"].state == "published" for letter in "abcde")
+    assert ledger.reconcile("dstream", {names["a"], names["b"]}, in_watch, late) == (0, 0)
 
 
 def test_mark_processed_is_idempotent_and_keeps_the_first_batch(ledger: Ledger) -> None:

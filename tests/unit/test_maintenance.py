@@ -11,10 +11,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
+from support import write_structured_record
 
-from wordstream import control, maintenance, staging
+from wordstream import control, maintenance, results, staging
 from wordstream.ledger import Ledger
 from wordstream.maintenance import ResetError, cleanup, reset_engine
 from wordstream.settings import Settings
@@ -34,7 +36,6 @@ with control.hold_lock(state, engine):
     watcher = control.StopWatcher(state, engine)
     while not (obey and watcher.should_stop()):
         time.sleep(0.05)
-    control.clear_stop(state, engine)
     control.write_status(state, engine, state="stopped")
 """
 
@@ -113,9 +114,13 @@ def test_reset_stops_the_driver_gives_back_unprocessed_files_and_rotates(
     dstream_watch = visible(settings.watch("dstream"))
     by_content = {data: name for name, data in dstream_watch.items()}
     done = [by_content[b"one\n"], by_content[b"two two\n"]]
-    assert ledger.mark_processed("dstream", "41", done) == 2
     make_tree(settings.checkpoint("dstream"), CHECKPOINT)
     make_tree(settings.output("dstream"), OUTPUT)
+    # The engine's record: its batch folders' manifests. The ledger has no mark (the driver died
+    # before making it); the reset goes by the record.
+    results.write_manifest(results.batch_dir(settings.output("dstream"), 0), done[:1])
+    results.write_manifest(results.batch_dir(settings.output("dstream"), 1), done[1:])
+    output_before = read_tree(settings.output("dstream"))
     make_tree(settings.checkpoint("structured"), CHECKPOINT)
     structured_before = visible(settings.watch("structured"))
     driver = start_driver("dstream")  # type: ignore[operator]
@@ -138,8 +143,8 @@ def test_reset_stops_the_driver_gives_back_unprocessed_files_and_rotates(
     assert report.rotated_to is not None
     epoch = Path(report.rotated_to)
     assert epoch.parent == settings.rotated and epoch.name.startswith("dstream-")
-    assert read_tree(epoch / "checkpoint") == CHECKPOINT
-    assert read_tree(epoch / "output") == OUTPUT
+    assert read_tree(epoch / "checkpoint") == {**CHECKPOINT, control.CHECKPOINT_LOCK: ANY}
+    assert read_tree(epoch / "output") == output_before
     assert '"batch_id": 41' in (epoch / "status.json").read_text()
     status = control.read_status(settings.state, "dstream")
     assert status["state"] == "stopped" and "batch_id" not in status and not status["lock_held"]
@@ -158,6 +163,77 @@ def test_reset_stops_the_driver_gives_back_unprocessed_files_and_rotates(
     assert all(p.stat().st_mtime >= started - 1 for p in settings.watch("dstream").iterdir())
     assert visible(settings.watch("structured")) == structured_before
     assert list(settings.landing.iterdir()) == []
+
+
+def test_reset_goes_by_the_commit_log_and_drops_output_that_was_never_committed(settings: Settings) -> None:
+    """A structured driver killed right after writing batch 1's output, before its commit, and after
+    committing batch 0, before marking its files: batch 0's files are deleted (counted), batch 1's
+    given back (its output removed from the old epoch, which holds batch 0 alone)."""
+    staged(settings)
+    watch = settings.watch("structured")
+    by_content = {data: watch / name for name, data in visible(watch).items()}
+    write_structured_record(settings.checkpoint("structured"),
+                            [[by_content[b"one\n"], by_content[b"two two\n"]], [by_content[b"3 3 3\n"]]],
+                            committed=0)
+    make_tree(settings.output("structured"), OUTPUT)  # batch 1's folder: written, never committed
+
+    report = reset_engine(settings, "structured", wait_timeout=1, progress=lambda _line: None)
+
+    assert (report.deleted, report.returned, report.uncommitted_removed) == (2, 2, [1])
+    assert visible(settings.landing) == {"three.txt": b"3 3 3\n", "four.txt": b"4\n"}
+    assert report.rotated_to is not None
+    assert read_tree(Path(report.rotated_to) / "output") == {
+        k: v for k, v in OUTPUT.items() if k.startswith("batch=00000000000000000000/")}
+    states = {data: Ledger(settings.ledger).deliveries(hashlib.sha256(data).hexdigest())["structured"].state
+              for data in FILES.values()}
+    assert states == {b"one\n": "processed", b"two two\n": "processed", b"3 3 3\n": "returned",
+                      b"4\n": "returned"}
+    assert not control.reset_journal_path(settings.state, "structured").exists()
+
+
+def test_reset_changes_nothing_when_the_checkpoint_cannot_say_what_was_processed(settings: Settings) -> None:
+    staged(settings)
+    watch = settings.watch("structured")
+    before = visible(watch)
+    write_structured_record(settings.checkpoint("structured"), [[watch / name for name in before]],
+                            committed=0)
+    (settings.checkpoint("structured") / "offsets" / "0").unlink()  # damaged by hand
+    with pytest.raises(ResetError, match=r"cannot tell which files structured processed: .*offsets/0.*"
+                                         r"nothing was changed"):
+        reset_engine(settings, "structured", wait_timeout=1, progress=lambda _line: None)
+    assert visible(watch) == before and list(settings.landing.iterdir()) == []
+    assert not control.reset_journal_path(settings.state, "structured").exists()
+    assert list(settings.rotated.iterdir()) == [] and settings.checkpoint("structured").is_dir()
+
+
+def test_an_interrupted_reset_is_finished_by_the_next_one(settings: Settings) -> None:
+    """Killed after giving back one file and moving the checkpoint: the journal names the epoch
+    folder, the next reset reads the record there and completes the same epoch."""
+    staged(settings)
+    watch = settings.watch("structured")
+    by_content = {data: watch / name for name, data in visible(watch).items()}
+    write_structured_record(settings.checkpoint("structured"), [[by_content[b"one\n"]]], committed=0)
+    make_tree(settings.output("structured"), OUTPUT)
+    epoch = settings.rotated / "structured-20260101T000000Z"
+    journal = control.reset_journal_path(settings.state, "structured")
+    journal.write_text(json.dumps({"engine": "structured", "epoch": str(epoch)}))
+    Ledger(settings.ledger).mark_returned("structured", by_content[b"4\n"].name)
+    by_content[b"4\n"].rename(settings.landing / "four.txt")
+    epoch.mkdir()
+    settings.checkpoint("structured").rename(epoch / "checkpoint")
+
+    report = reset_engine(settings, "structured", wait_timeout=1, progress=lambda _line: None)
+
+    assert report.resumed and report.rotated_to == str(epoch)
+    assert (report.deleted, report.returned) == (1, 2)  # two, three given back now; four before
+    assert visible(settings.landing) == {"two words.txt": b"two two\n", "three.txt": b"3 3 3\n",
+                                         "four.txt": b"4\n"}
+    assert sorted(p.name for p in epoch.iterdir()) == ["checkpoint", "output"]
+    assert read_tree(epoch / "output") == {k: v for k, v in OUTPUT.items()
+                                           if k.startswith("batch=00000000000000000000/")}
+    assert not journal.exists() and list(settings.rotated.iterdir()) == [epoch]
+    reason = control.read_status(settings.state, "structured")["reason"]
+    assert reason == f"reset: the previous epoch was moved to {epoch}"
 
 
 def test_reset_fails_cleanly_when_the_driver_never_stops(settings: Settings, start_driver: object) -> None:

@@ -73,3 +73,31 @@ def test_ranked_orders_by_count_then_key() -> None:
     totals = {"b": 2, "a": 2, "c": 5, "d": 1}
     assert results.ranked(totals) == [("c", 5), ("a", 2), ("b", 2), ("d", 1)]
     assert results.ranked(totals, 2) == [("c", 5), ("a", 2)]
+
+
+def test_manifests_record_the_files_of_each_batch_and_folders_without_rows_read_as_empty(
+        tmp_path: Path) -> None:
+    write(tmp_path, 0, {"a": 1})
+    results.write_manifest(results.batch_dir(tmp_path, 0), ["file:///w/x.txt", "/w/y.txt"])
+    blank = results.batch_dir(tmp_path, 1)  # a batch of blank lines: files, no keys, no parquet
+    blank.mkdir()
+    results.write_manifest(blank, ["z.txt"])
+    write(tmp_path, 2, {"a": 2})  # no manifest: records nothing
+    assert results.read_manifest(results.batch_dir(tmp_path, 0)) == ["x.txt", "y.txt"]
+    assert results.read_manifest(results.batch_dir(tmp_path, 2)) is None
+    assert results.recorded_files(tmp_path) == {"x.txt", "y.txt", "z.txt"}
+    assert results.read_totals(tmp_path, "batch-counts") == {"a": 3}
+    assert results.read_batch(blank).num_rows == 0
+
+
+def test_removing_uncommitted_batches_and_unfinished_writes(tmp_path: Path) -> None:
+    for batch_id in range(4):
+        write(tmp_path, batch_id, {"a": batch_id + 1})
+    (tmp_path / "_tmp-batch=00000000000000000004-0a1b").mkdir()
+    (tmp_path / "_old-batch=00000000000000000002-0a1b").mkdir()
+    assert results.remove_batches_after(tmp_path, 1) == [2, 3]
+    assert results.remove_temp_folders(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [results.batch_dir(tmp_path, i).name for i in (0, 1)]
+    assert results.read_totals(tmp_path, "running-totals") == {"a": 2}
+    assert results.remove_batches_after(tmp_path, None) == [0, 1]
+    assert results.remove_temp_folders(tmp_path / "missing") == 0

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
+from support import write_structured_record
 
 from wordstream import control, results
 from wordstream.engines import app_args
@@ -92,7 +93,12 @@ def populated(settings: Settings) -> Iterator[Settings]:
     waiting_old = stage(ledger, "c.txt", "c" * 64)
     waiting_new = stage(ledger, "d.txt", "d" * 64)
     only_dstream = stage(ledger, "e.txt", "e" * 64, engines=("dstream",))
-    ledger.mark_processed("structured", "2", [done_a, done_b])
+    # The engine's own record: batch 0 read a and b and committed; batch 1 (c) is only planned. The
+    # ledger is behind (b's mark was lost with its driver) and wrong (d was never processed).
+    write_structured_record(settings.checkpoint("structured"),
+                            [[settings.watch("structured") / done_a, settings.watch("structured") / done_b],
+                             [settings.watch("structured") / waiting_old]], committed=0)
+    ledger.mark_processed("structured", "2", [done_a, waiting_new])
     ledger.mark_processed("dstream", "9", [done_a, done_b, waiting_old, waiting_new, only_dstream])
     duplicate = ledger.begin("a-again.txt", "a" * 64, 100)
     ledger.finish(duplicate.id, "duplicate")
@@ -130,11 +136,14 @@ def test_running_engine_view_has_the_numbers_of_status_ledger_watch_folder_and_r
     assert status["files_processed"] == 2
     assert view["recent_batches"] == RECENT
 
-    # c and d published to structured and not processed; c is the oldest, 42.5 s before NOW.
+    # c and d published to structured and not processed; c is the oldest, 42.5 s before NOW. The
+    # ledger now says what the checkpoint says: b processed, d not.
     assert view["lag"] == {
         "files": 2, "oldest_name": f"{'c' * 16}-c.txt", "oldest_age_seconds": 42.5,
         "oldest_at": iso(NOW - timedelta(seconds=42.5)),
     }
+    assert Ledger(populated.ledger).processed_watch_names("structured") == {f"{'a' * 16}-a.txt",
+                                                                            f"{'b' * 16}-b.txt"}
 
     ledger = view["ledger"]
     assert ledger["exists"] is True
@@ -152,6 +161,32 @@ def test_running_engine_view_has_the_numbers_of_status_ledger_watch_folder_and_r
     assert view["notes"] == []
     assert view["refresh_seconds"] == REFRESH_SECONDS
     json.dumps(view)  # JSON-ready as it is
+
+
+def test_the_lag_follows_the_commit_log(populated: Settings) -> None:
+    """The ledger is reconciled again when the record changes (batch 1, c, commits), and only then:
+    a driver's mark of its newest batch is not undone by the record as it was before that batch."""
+    assert stream_view(populated, "structured", now=NOW)["lag"]["files"] == 2
+    commits = populated.checkpoint("structured") / "commits"
+    (commits / "1").write_text((commits / "0").read_text())
+    assert stream_view(populated, "structured", now=NOW)["lag"]["oldest_name"] == f"{'d' * 16}-d.txt"
+    ledger = Ledger(populated.ledger)
+    ledger.mark_processed("structured", "2", [f"{'d' * 16}-d.txt"])  # newer than the record read
+    assert stream_view(populated, "structured", now=NOW)["lag"]["files"] == 0
+
+
+def test_wordstream_status_shows_the_same_lag(populated: Settings, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from wordstream import cli
+
+    monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(populated.data_dir))
+    assert cli.main(["status", "--engine", "structured", "--json"]) == 0
+    lag = json.loads(capsys.readouterr().out)["lag"]
+    assert (lag["files"], lag["oldest_name"], lag["notes"]) == (2, f"{'c' * 16}-c.txt", [])
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert f"2 files not processed yet (oldest {'c' * 16}-c.txt, waiting" in out
+    assert "0 files not processed yet" in out  # dstream
 
 
 def test_stopped_engine_view_sums_batch_counts_and_dates_state_from_the_stop(populated: Settings) -> None:

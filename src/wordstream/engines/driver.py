@@ -1,8 +1,10 @@
 """The life of a streaming driver, shared by both engines.
 
-The engine lock, the stop marker / SIGTERM loop, per-batch progress lines and status, the ledger
-update, and the watchdogs that keep a driver from outliving whoever launched it.
-The engines differ only in how they build and stop their Spark stream (:mod:`wordstream.engines`).
+The engine and checkpoint locks, the checks before a start (no unfinished reset, no pending stop
+request), the ledger reconciled with the engine's own commit record, the stop marker / SIGTERM loop,
+per-batch progress lines and status, and the watchdogs that keep a driver from outliving whoever
+launched it. The engines differ only in how they build and stop their Spark stream
+(:mod:`wordstream.engines`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,8 +25,10 @@ import psutil
 
 from wordstream import control, results
 from wordstream.durable import write_json_atomically
+from wordstream.engines import commits, spark_probes
 from wordstream.engines.app_args import AppArgs
-from wordstream.settings import Settings
+from wordstream.ledger import Ledger
+from wordstream.settings import Engine, Settings
 from wordstream.spark_env import submit_conf
 
 STOP_WITH_LAUNCHER_ENV = "WORDSTREAM_STOP_WITH_LAUNCHER"
@@ -94,22 +99,29 @@ def startup_summary(startup: Mapping[str, Any]) -> str:
     return f"{total:.1f} s from spark-submit to the first batch: " + ", ".join(parts)
 
 
+REFUSED = 3  # exit status of a driver that refuses to start (busy lock, unfinished reset)
+
+
 class Driver:
     """Context manager around one streaming driver's life.
 
-    ``with Driver(engine, args) as driver:`` holds the lock, writes ``starting``; on exit writes
-    ``stopped`` or ``failed``. ``batch_done`` is called after each committed batch.
+    ``with Driver(engine, args) as driver:`` holds the locks, reconciles the ledger, writes
+    ``starting``; on exit writes ``stopped`` or ``failed``. ``batch_done`` is called after each batch.
+    A start is refused (exit 3, one line) while another driver holds the engine's lock or the
+    checkpoint's, or while a reset of the engine is unfinished; a stop requested before the start
+    is honoured at once (exit 0, status ``stopped``).
 
     The status keeps when each start-up phase ended (``startup``: epoch seconds of ``spark_submit``,
     ``python``, ``driver``, ``session``, ``query``, ``first_batch``), and the driver prints them as one
     line after its first batch: where a slow start went.
     """
 
-    def __init__(self, engine: str, args: AppArgs) -> None:
+    def __init__(self, engine: Engine, args: AppArgs) -> None:
         self.engine = engine
         self.args = args
         self.stop = control.StopWatcher(args.state_dir, engine)
-        self._lock = control.hold_lock(args.state_dir, engine)
+        self.ledger = Ledger(args.state_dir / "ledger.sqlite")
+        self._locks = ExitStack()
         self._top = results.TopKeys(args.output, results.SEMANTICS[engine], TOP_WORDS)
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_BATCHES)
         self._closing = threading.Event()
@@ -117,11 +129,20 @@ class Driver:
 
     def __enter__(self) -> Driver:
         try:
-            self._lock.__enter__()
+            self._locks.enter_context(control.hold_lock(self.args.state_dir, self.engine))
+            self._refuse_unfinished_reset()
+            self._locks.enter_context(control.hold_checkpoint_lock(self.args.checkpoint))
         except control.EngineBusyError as error:
-            print(f"{self.engine}: refusing to start: {error}", file=sys.stderr)
-            raise SystemExit(3) from None
-        control.clear_stop(self.args.state_dir, self.engine)
+            self._refuse(str(error))
+        marker = control.stop_path(self.args.state_dir, self.engine)
+        if marker.exists():  # e.g. a reset's request, meant for the driver this one would replace
+            reason = (f"a stop was requested before this driver started ({marker}; its writer "
+                      "removes it when done, or remove it by hand to start)")
+            control.write_status(self.args.state_dir, self.engine, state="stopped", reason=reason,
+                                 stopped_at=control.utc_now())
+            self.log(f"stopped: {reason}")
+            self._locks.close()
+            raise SystemExit(0)
         self.stop.install_signal_handlers()
         self._start_watchdogs()
         self._startup["driver"] = round(time.time(), 3)
@@ -132,7 +153,32 @@ class Driver:
         )
         self.log(f"starting: watch={self.args.watch} keys={self.args.keys} "
                  f"batch_seconds={self.args.batch_seconds} timeout={self.args.timeout}")
+        self.reconcile()
         return self
+
+    def reconcile(self) -> None:
+        """Bring the ledger in line with what the engine committed (a driver may have died between
+        a commit and its marks). An unreadable record is Spark's to report: the start goes on."""
+        try:
+            marked, reopened = commits.reconcile(self.ledger, self.engine, self.args.checkpoint,
+                                                 self.args.output, self.args.watch)
+        except spark_probes.CheckpointError as error:
+            self.log(f"the ledger was not reconciled: {error}")
+            return
+        if marked or reopened:
+            self.log(f"ledger reconciled with the engine's commits: {marked} deliveries marked "
+                     f"processed, {reopened} back to published")
+
+    def _refuse(self, why: str) -> None:
+        print(f"{self.engine}: refusing to start: {why}", file=sys.stderr, flush=True)
+        self._locks.close()
+        raise SystemExit(REFUSED) from None
+
+    def _refuse_unfinished_reset(self) -> None:
+        journal = control.reset_journal_path(self.args.state_dir, self.engine)
+        if journal.exists():
+            self._refuse(f"a reset of {self.engine} did not finish ({journal}); run "
+                         f"`wordstream reset --engine {self.engine}` to finish it")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -142,9 +188,8 @@ class Driver:
         else:
             fields = {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]}
         control.write_status(self.args.state_dir, self.engine, stopped_at=control.utc_now(), **fields)
-        control.clear_stop(self.args.state_dir, self.engine)
         self.log(f"{fields['state']}: {fields['reason']}")
-        self._lock.__exit__(exc_type, exc, tb)
+        self._locks.close()
 
     # -- progress ---------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -167,16 +212,14 @@ class Driver:
         ``durations_ms``: where the batch's time went, as Spark reports it; kept for the first batch
         of the run (``startup.first_batch_ms``).
         """
-        from wordstream.ledger import Ledger
-
         if "first_batch" not in self._startup:
             self._startup["first_batch"] = round(time.time(), 3)
             if durations_ms:
                 self._startup["first_batch_ms"] = dict(durations_ms)
             self.log(startup_summary(self._startup))
 
-        ledger = Ledger(self.args.state_dir / "ledger.sqlite")
-        if files:
+        ledger = self.ledger
+        if files:  # the fast path; the reconciliation with the commit record is what counts
             ledger.mark_processed(self.engine, str(batch_id), [Path(f).name for f in files])
         processed_rate = rows_in / seconds if seconds > 0 else 0.0
         self.log(f"batch {batch_id}: {rows_in} rows in, {len(files)} files, {rows_out} keys out, "

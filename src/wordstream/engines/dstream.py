@@ -6,6 +6,12 @@ its batch time, so a batch recomputed after a crash is written once. The context
 checkpoint (``StreamingContext.getOrCreate``): batches that were pending, and the batches of the time
 the driver was down, are computed on restart, so files published meanwhile are counted.
 
+A DStream checkpoint keeps no usable record of the batches that completed, so the sink writes one:
+each batch folder holds the manifest of the files the batch read, written before the folder is
+swapped into place (:func:`wordstream.results.write_batch`). The union of the manifests is what this
+engine processed (:mod:`wordstream.engines.commits`). A batch that read files is recorded even
+without keys, and a recomputed batch always replaces its folder, manifest included.
+
 The same four parts as :mod:`wordstream.engines.structured`: the pipeline, the sink, the progress
 report after each batch, and the graceful stop; :func:`main` wires them to a
 :class:`~wordstream.engines.driver.Driver` (``spark_apps/dstream_wordcount.py`` calls it).
@@ -33,12 +39,13 @@ from wordstream.engines import app_args, spark_probes
 from wordstream.engines.app_args import AppArgs
 from wordstream.engines.driver import Driver, check_epoch, spark_conf_defaults
 from wordstream.engines.keys import line_keys
+from wordstream.settings import Engine
 
 if TYPE_CHECKING:
     from pyspark import RDD, SparkContext
     from pyspark.streaming import StreamingContext
 
-ENGINE = "dstream"
+ENGINE: Engine = "dstream"
 SCHEMA = "key string, count long"
 
 
@@ -89,22 +96,27 @@ def count_input(batch_time: datetime, lines: RDD[str]) -> None:
 
 # -- sink ----------------------------------------------------------------------------------------
 def persist_counts(output: str, batch_time: datetime, counts: RDD[tuple[str, int]]) -> None:
-    """Second output operation: write the batch's counts, then report the batch."""
+    """Second output operation: write the batch's counts and manifest, then report the batch.
+
+    A batch that read nothing writes nothing, unless its folder exists: then it is a recomputed
+    batch, and its folder is replaced like any other's.
+    """
     batch_id = batch_id_of(batch_time)
     rows_in, started = _RUN.lines_in.pop(batch_id, (0, time.monotonic()))
-    rows_out = 0
-    driver = _RUN.driver
-    if rows_in:
-        from pyspark.sql import SparkSession
+    files = spark_probes.dstream_batch_files(counts)
+    if not (rows_in or files or results.batch_dir(Path(output), batch_id).exists()):
+        return
+    from pyspark.sql import SparkSession
 
-        frame = SparkSession.builder.getOrCreate().createDataFrame(counts, SCHEMA)
-        written = results.write_batch(frame, Path(output), batch_id)
-        if written is not None:
-            rows_out = written.rows.num_rows
-            if driver is not None:
-                driver.batch_written(written)
-    if driver is not None and (rows_in or rows_out):
-        report(driver, batch_id, rows_in, started, counts, rows_out)
+    frame = SparkSession.builder.getOrCreate().createDataFrame(counts, SCHEMA)
+    written = results.write_batch(frame, Path(output), batch_id, files=files)
+    assert written is not None  # with a manifest the folder is always kept
+    driver = _RUN.driver
+    if driver is not None:
+        driver.batch_written(written)
+        if rows_in or files:
+            driver.batch_done(batch_id, rows_in, time.monotonic() - started, files,
+                              written.rows.num_rows)
 
 
 def sink(output: str) -> Any:
@@ -117,13 +129,6 @@ def sink(output: str) -> Any:
 
 
 # -- progress ------------------------------------------------------------------------------------
-def report(driver: Driver, batch_id: int, rows_in: int, started: float, counts: RDD[Any],
-           rows_out: int) -> None:
-    """One batch done: its files from the lineage, its rows and duration."""
-    driver.batch_done(batch_id, rows_in, time.monotonic() - started,
-                      spark_probes.dstream_batch_files(counts), rows_out)
-
-
 def announce_waiting_files(watch: Path) -> int:
     """Give files already waiting in a fresh epoch's watch folder a new mtime, so they are counted.
 

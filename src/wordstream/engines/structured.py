@@ -26,8 +26,9 @@ from wordstream.engines import app_args, spark_probes
 from wordstream.engines.app_args import AppArgs
 from wordstream.engines.driver import Driver, check_epoch, spark_conf_defaults
 from wordstream.engines.keys import count_keys
+from wordstream.settings import Engine
 
-ENGINE = "structured"
+ENGINE: Engine = "structured"
 CONSOLE_ROWS = 20
 
 
@@ -86,7 +87,9 @@ def sink(args: AppArgs, driver: Driver, progress: Progress) -> Any:
 class Progress(StreamingQueryListener):
     """Reports each committed batch from Spark's own progress event (rows, rates, duration).
 
-    The event comes after the batch's commit, so the ledger marks its files processed only then.
+    The event comes after the batch's commit, so the ledger marks its files processed only then: a
+    fast path, asynchronous and lost if the driver dies first. What counts is the commit log
+    (:mod:`wordstream.engines.commits`).
     """
 
     def __init__(self, args: AppArgs, driver: Driver) -> None:
@@ -103,11 +106,16 @@ class Progress(StreamingQueryListener):
         if progress.batchId <= self.reported or progress.batchId not in self.keys_out:
             return  # a no-data trigger, or a batch already reported
         self.reported = progress.batchId
+        try:
+            files = spark_probes.structured_batch_files(self.args.checkpoint, progress.batchId)
+        except spark_probes.CheckpointError as error:
+            self.driver.log(f"batch {progress.batchId}: its files are not known yet ({error})")
+            files = []
         self.driver.batch_done(
             progress.batchId,
             rows_in=progress.numInputRows,
             seconds=progress.durationMs.get("triggerExecution", 0) / 1000,
-            files=spark_probes.structured_batch_files(self.args.checkpoint, progress.batchId),
+            files=files,
             rows_out=self.keys_out.pop(progress.batchId),
             input_rate=progress.inputRowsPerSecond,
             durations_ms=progress.durationMs,
@@ -121,11 +129,45 @@ class Progress(StreamingQueryListener):
 
 
 # -- stop ----------------------------------------------------------------------------------------
-def stop(query: StreamingQuery, patience: float = 30.0) -> None:
-    """Let the running batch commit, then stop (Structured Streaming has no graceful stop)."""
+# The query thread is waiting for its next trigger once no trigger has been active this long: after
+# a batch that overran its interval the next one starts within milliseconds, and a trigger due at a
+# boundary starts within milliseconds of it (more than this only under a long pause of the JVM).
+QUIET_SECONDS = 0.25
+STOP_MARGIN_SECONDS = 0.25  # at most a quarter of the interval
+STOP_PATIENCE_SECONDS = 120.0
+SAMPLE_SECONDS = 0.005
+
+
+def next_trigger(now: float, interval: float) -> float:
+    """When ProcessingTimeExecutor fires next while it waits: the next multiple of the interval
+    since the epoch (``nextBatchTime``), in seconds."""
+    return (now // interval + 1) * interval
+
+
+def stop(query: StreamingQuery, interval: float, patience: float = STOP_PATIENCE_SECONDS) -> None:
+    """Stop the query between two triggers, never during one.
+
+    Structured Streaming has no graceful stop: ``query.stop()`` interrupts whatever the query thread
+    is doing, and a trigger that starts between a check and the call is interrupted half way (an
+    offset logged without its commit, a half-written batch folder). ProcessingTimeExecutor fires a
+    trigger at each multiple of the interval, or at once after a trigger that overran it. So the call
+    is made only while the thread waits for its next trigger: no trigger active for
+    :data:`QUIET_SECONDS`, and the next boundary at least a margin away; ``stop()`` then ends a sleep.
+    A query whose batches leave no such gap is stopped after ``patience`` seconds as Spark stops it
+    (the interrupted batch runs again on restart and replaces its folder).
+    """
+    margin = min(STOP_MARGIN_SECONDS, interval / 4)
     deadline = time.monotonic() + patience
-    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    quiet_since: float | None = None
+    while query.isActive and time.monotonic() < deadline:
+        now = time.time()
+        if query.status.get("isTriggerActive"):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= QUIET_SECONDS and next_trigger(now, interval) - time.time() >= margin:
+            break
+        time.sleep(SAMPLE_SECONDS)
     query.stop()
 
 
@@ -143,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason = driver.run_until_stopped(lambda seconds: bool(query.awaitTermination(seconds)))
             if reason != "terminated":
                 driver.stopping()
-                stop(query)
+                stop(query, args.batch_seconds)
             if query.exception() is not None:
                 raise RuntimeError(f"streaming query failed: {query.exception()}")
         finally:

@@ -4,34 +4,52 @@
 
 1. stop the driver through the stop protocol and wait for its lock; if it keeps running, withdraw the
    stop request and fail, having changed nothing;
-2. hold the engine lock for the rest of the reset, so no driver can start on a half-reset engine;
-3. under the staging lock (staging is the only other writer of the watch folder), empty
-   ``watch/<engine>/``: a file the engine processed is deleted (it is counted in the old epoch and its
-   original is in the archive); any other file is given back to ``landing/`` under its original
-   name, and its delivery becomes ``returned``, so the next staging run publishes it again to this
-   engine only, with a fresh mtime. The ledger is updated *before* the move: a crash in between
-   leaves a file the next reset gives back again, never a file staging takes for a duplicate;
-4. move the checkpoint, the output and the status file together to
+2. hold the engine lock (and the lock inside its checkpoint) for the rest of the reset, so no driver
+   can start on a half-reset engine, and withdraw the stop request: its driver is gone; and hold
+   the staging lock (staging is the only other writer of the watch folder);
+3. write the journal ``state/<engine>.reset.json`` before anything moves: the rotated folder this
+   reset moves the epoch to. While it exists no driver starts (exit 3), and the next reset finishes
+   this one: a reset killed at any point is completed by running it again, every step below being
+   safe to do twice;
+4. read what the engine processed from its own commit record (:mod:`wordstream.engines.commits`), not
+   from the ledger: a driver killed right after a commit has not marked that batch's files yet;
+5. make the old epoch self-consistent: remove the output the engine never committed (structured
+   writes a batch's folder before its commit; a crash in between leaves a folder of files the
+   commit log does not count, and those files are given back below), and temp folders;
+6. reconcile the ledger with that record, then empty ``watch/<engine>/``: a file the engine processed
+   is deleted (it is counted in the old epoch and its original is in the archive); any other file
+   is given back to ``landing/`` under its original name, and its delivery becomes ``returned``, so
+   the next staging run publishes it again to this engine only, with a fresh mtime. The ledger is
+   updated *before* the move: a crash in between leaves a file the next reset gives back again,
+   never a file staging takes for a duplicate;
+7. move the checkpoint, the output and the status file to
    ``rotated/<engine>-<UTC timestamp>/{checkpoint,output,status.json}``, kept until cleanup expires
-   them, and write a fresh status ``stopped`` that names the rotated epoch.
+   them, write a fresh status ``stopped`` that names the rotated epoch, and remove the journal.
 
 The other engine is never touched: each engine has its own watch folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from wordstream import Progress, control
-from wordstream.durable import move_entry, unique_path
+from wordstream.durable import fsync_dir, move_entry, unique_path, write_json_atomically
+from wordstream.engines import commits
+from wordstream.engines.spark_probes import CheckpointError
 from wordstream.ledger import Ledger
 from wordstream.maintenance.folders import sorted_entries
 from wordstream.settings import ENGINES, Engine, Settings, check_engine
 from wordstream.staging import STAGING_LOCK, is_partial_name, is_temp_name
+
+# What a reset rotates, and the name of each part inside the rotated epoch folder.
+PARTS = ("checkpoint", "output", "status.json")
 
 
 class ResetError(RuntimeError):
@@ -42,17 +60,22 @@ class ResetError(RuntimeError):
 class ResetReport:
     engine: str
     was_running: bool = False
+    resumed: bool = False  # an earlier reset of this engine was interrupted: this one finished it
     deleted: int = 0  # processed by the engine: counted in the old epoch, original archived
     returned: int = 0  # given back to landing for the new epoch
     temp_removed: int = 0
+    uncommitted_removed: list[int] = field(default_factory=list)  # output batches never committed
     left: list[str] = field(default_factory=list)  # entries in watch that are not staging's files
     rotated_to: str | None = None  # a plain string: the DAG returns the report as XCom (JSON)
     seconds: float = 0.0
 
     def line(self) -> str:
         rotated = f"rotated to {self.rotated_to}" if self.rotated_to else "nothing to rotate"
+        uncommitted = (f"removed the output of {len(self.uncommitted_removed)} uncommitted batches, "
+                       if self.uncommitted_removed else "")
         return (
             f"reset {self.engine}: {'stopped the driver, ' if self.was_running else ''}"
+            f"{'finished an interrupted reset, ' if self.resumed else ''}{uncommitted}"
             f"deleted {self.deleted} processed files, gave back {self.returned} files to landing, "
             f"{rotated}; {self.seconds:.2f}s"
         )
@@ -64,36 +87,34 @@ def reset_engine(settings: Settings, engine: str, wait_timeout: float,
     checked = check_engine(engine)
     started = time.monotonic()
     report = ResetReport(checked, was_running=control.is_running(settings.state, checked))
-    control.request_stop(settings.state, checked)
+    token = control.request_stop(settings.state, checked)
     if report.was_running:
         progress(f"asked {checked} to stop; waiting up to {wait_timeout:g}s")
     if not control.wait_until_stopped(settings.state, checked, wait_timeout):
-        control.clear_stop(settings.state, checked)
+        control.clear_stop(settings.state, checked, token)
         raise ResetError(
             f"{checked} is still running after {wait_timeout:g}s (lock "
             f"{control.lock_path(settings.state, checked)} held); the stop request was withdrawn "
             "and nothing was changed"
         )
+    # A driver starting now finds the stop request and exits at once: wait for it, within budget.
+    lock_wait = max(2.0, wait_timeout - (time.monotonic() - started))
     try:
-        with control.hold_lock(settings.state, checked):
-            control.clear_stop(settings.state, checked)
-            settings.ensure_dirs()
-            try:
-                with control.hold_lock(settings.state, STAGING_LOCK, wait_seconds=max(wait_timeout, 2.0)):
-                    empty_watch(settings, checked, report, progress)
+        with ExitStack() as locks:
+            locks.enter_context(control.hold_lock(settings.state, checked, wait_seconds=lock_wait))
+            control.clear_stop(settings.state, checked, token)
+            if settings.checkpoint(checked).is_dir():
+                locks.enter_context(control.hold_checkpoint_lock(settings.checkpoint(checked)))
+            try:  # staging is the only other writer of the watch folder
+                locks.enter_context(control.hold_lock(settings.state, STAGING_LOCK,
+                                                      wait_seconds=max(wait_timeout, 2.0)))
             except control.EngineBusyError as error:
                 raise ResetError(f"{checked} is stopped but the reset cannot empty its watch folder: "
-                                 f"{error}; nothing else was changed, run the reset again") from None
-            epoch = rotate_epoch(settings, checked)
-            report.rotated_to = str(epoch) if epoch else None
-            control.write_status(
-                settings.state, checked, state="stopped",
-                reason=f"reset: the previous epoch was moved to {report.rotated_to}"
-                if report.rotated_to else "reset: new epoch",
-            )
-    except control.EngineBusyError as error:  # a driver started between the stop and the lock
-        control.clear_stop(settings.state, checked)
-        raise ResetError(f"{checked} started again during the reset ({error}); nothing was changed") from None
+                                 f"{error}; nothing was changed, run the reset again") from None
+            _reset_stopped(settings, checked, report, progress)
+    except control.EngineBusyError as error:  # a driver that ignores the request, or another checkpoint user
+        control.clear_stop(settings.state, checked, token)
+        raise ResetError(f"{checked} cannot be reset now ({error}); nothing was changed") from None
     report.seconds = time.monotonic() - started
     if report.left:
         progress(f"left {len(report.left)} entries in {settings.watch(checked)} that staging did not "
@@ -102,7 +123,61 @@ def reset_engine(settings: Settings, engine: str, wait_timeout: float,
     return report
 
 
-def empty_watch(settings: Settings, engine: Engine, report: ResetReport, progress: Progress) -> None:
+def _reset_stopped(settings: Settings, engine: Engine, report: ResetReport, progress: Progress) -> None:
+    """Steps 3 to 7 of the module docstring, with the engine stopped and the locks held."""
+    settings.ensure_dirs()
+    journal = control.reset_journal_path(settings.state, engine)
+    epoch = resume_journal(journal)
+    report.resumed = epoch is not None
+    if epoch is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        epoch = unique_path(settings.rotated, f"{engine}-{stamp}")
+        write_json_atomically(journal, {"engine": engine, "epoch": str(epoch),
+                                        "started_at": control.utc_now()})
+        fsync_dir(journal.parent)
+    else:
+        progress(f"finishing an interrupted reset of {engine} (journal {journal})")
+    checkpoint, output = (_current(settings, engine, epoch, part) for part in PARTS[:2])
+    as_of = control.utc_now()
+    try:
+        processed = commits.processed_files(engine, checkpoint, output)
+    except CheckpointError as error:
+        if report.resumed:
+            raise ResetError(f"cannot tell which files {engine} processed: {error}; the interrupted "
+                             f"reset is still unfinished ({journal})") from None
+        journal.unlink()  # nothing has moved yet
+        raise ResetError(f"cannot tell which files {engine} processed: {error}; nothing was "
+                         "changed") from None
+    report.uncommitted_removed = commits.discard_uncommitted(engine, checkpoint, output)
+    ledger = Ledger(settings.ledger)
+    ledger.reconcile(engine, processed, commits.watch_names(settings.watch(engine)), as_of)
+    empty_watch(settings, engine, processed, report)
+    rotated = rotate_epoch(settings, engine, epoch)
+    report.rotated_to = str(rotated) if rotated else None
+    control.write_status(
+        settings.state, engine, state="stopped",
+        reason=f"reset: the previous epoch was moved to {report.rotated_to}"
+        if report.rotated_to else "reset: new epoch",
+    )
+    journal.unlink()
+
+
+def resume_journal(journal: Path) -> Path | None:
+    """The epoch folder an interrupted reset was rotating into, or None if no reset is unfinished."""
+    try:
+        return Path(json.loads(journal.read_text(encoding="utf-8"))["epoch"])
+    except FileNotFoundError:
+        return None
+
+
+def _current(settings: Settings, engine: Engine, epoch: Path, part: str) -> Path:
+    """Where a part of the old epoch is now: still in place, or already moved into ``epoch``."""
+    live = settings.checkpoint(engine) if part == "checkpoint" else settings.output(engine)
+    moved = epoch / part
+    return moved if not os.path.lexists(live) and os.path.lexists(moved) else live
+
+
+def empty_watch(settings: Settings, engine: Engine, processed: set[str], report: ResetReport) -> None:
     """Delete the processed files of ``watch/<engine>/``, give every other file back to landing."""
     ledger = Ledger(settings.ledger)
     folder = settings.watch(engine)
@@ -115,12 +190,11 @@ def empty_watch(settings: Settings, engine: Engine, report: ResetReport, progres
                 report.temp_removed += 1
             elif is_partial_name(entry.name):
                 report.left.append(entry.name)  # hidden: no engine reads it, not ours
+            elif entry.name in processed:
+                os.unlink(entry.path)
+                report.deleted += 1
             else:
                 delivery = ledger.delivery_for_watch(engine, entry.name)
-                if delivery is not None and delivery.state == "processed":
-                    os.unlink(entry.path)
-                    report.deleted += 1
-                    continue
                 original = ledger.original_name(engine, entry.name) if delivery else None
                 name = original if original and _is_landing_name(original) else entry.name
                 if delivery is not None:
@@ -135,21 +209,23 @@ def _is_landing_name(name: str) -> bool:
         and not is_partial_name(name)
 
 
-def rotate_epoch(settings: Settings, engine: Engine) -> Path | None:
-    """Move checkpoint, output and status of ``engine`` into a new folder under ``rotated/``."""
-    parts = [
-        (settings.checkpoint(engine), "checkpoint"),
-        (settings.output(engine), "output"),
-        (control.status_path(settings.state, engine), "status.json"),
-    ]
-    present = [(path, name) for path, name in parts if os.path.lexists(path)]
-    if not present:
+def rotate_epoch(settings: Settings, engine: Engine, epoch: Path) -> Path | None:
+    """Move checkpoint, output and status of ``engine`` into ``epoch`` (what is not there yet).
+
+    Returns ``epoch``, or None when the engine had nothing to rotate.
+    """
+    live = {"checkpoint": settings.checkpoint(engine), "output": settings.output(engine),
+            "status.json": control.status_path(settings.state, engine)}
+    present = [(live[part], epoch / part) for part in PARTS if os.path.lexists(live[part])]
+    for source, dest in present:
+        if os.path.lexists(dest):
+            raise ResetError(f"both {source} and {dest} exist: a driver wrote a new epoch during an "
+                             "unfinished reset; move one of them away and run the reset again")
+    if not present and not epoch.exists():
         return None
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    epoch = unique_path(settings.rotated, f"{engine}-{stamp}")
-    epoch.mkdir(parents=True)
-    for path, name in present:
-        move_entry(path, epoch / name)
+    epoch.mkdir(parents=True, exist_ok=True)
+    for source, dest in present:
+        move_entry(source, dest)
     os.utime(epoch)  # cleanup ages the epoch from its rotation
     return epoch
 

@@ -7,6 +7,11 @@ the persisted results. It creates nothing: no folder, no status file and no ledg
 looking at a fresh installation leaves it fresh (an existing ledger may get its schema brought up to
 date, once per process). :mod:`wordstream.orchestration.status_app`
 serves it.
+
+The lag counts what the engine's own commit record says it has not processed: the ledger is
+reconciled with that record (:mod:`wordstream.engines.commits`) whenever the record has changed
+since the last look, so a driver killed between a commit and its ledger marks shows no false lag.
+``wordstream status`` shows the same lag (:func:`engine_lag`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from wordstream import control, results
+from wordstream.engines import commits
+from wordstream.engines.spark_probes import CheckpointError
 from wordstream.ledger import DELIVERY_STATES, FILE_STATUSES, Ledger
 from wordstream.settings import ENGINES, Engine, Settings, check_engine, stream_dag_id
 
@@ -38,6 +45,7 @@ def stream_view(settings: Settings, engine: str, now: datetime | None = None) ->
     now = now or datetime.now(UTC)
     notes: list[str] = []
     status = _status(settings, name, notes)
+    _reconcile(settings, name, notes)
     ledger = _ledger_view(settings, name, notes)
     return {
         "engine": name,
@@ -132,6 +140,40 @@ def _open_ledger(path: Path) -> Ledger:
     if ledger is None:
         ledger = _LEDGERS[path] = Ledger(path)
     return ledger
+
+
+def engine_lag(settings: Settings, engine: str, now: datetime | None = None) -> dict[str, Any]:
+    """The lag of ``engine`` alone (``wordstream status``), the ledger reconciled first.
+
+    ``notes`` says what could not be read.
+    """
+    name = check_engine(engine)
+    notes: list[str] = []
+    _reconcile(settings, name, notes)
+    unprocessed = _ledger_view(settings, name, notes)["unprocessed"]
+    return {**_lag(settings, name, unprocessed, now or datetime.now(UTC)), "notes": notes}
+
+
+# The signature of each engine's commit record when the ledger was last reconciled with it: the
+# page refreshes every few seconds, the record changes at most once per batch.
+_RECONCILED: dict[tuple[Path, Engine], tuple[object, ...]] = {}
+
+
+def _reconcile(settings: Settings, engine: Engine, notes: list[str]) -> None:
+    """Reconcile the ledger with the engine's commit record, if the record changed since last time."""
+    if not settings.ledger.exists():  # never create the database just by looking
+        return
+    checkpoint, output = settings.checkpoint(engine), settings.output(engine)
+    key = (settings.data_dir, engine)
+    try:
+        signature = commits.record_signature(engine, checkpoint, output)  # before the record is read
+        if _RECONCILED.get(key) == signature:
+            return
+        commits.reconcile(_open_ledger(settings.ledger), engine, checkpoint, output, settings.watch(engine))
+    except (CheckpointError, OSError, ValueError, sqlite3.Error) as error:
+        notes.append(f"The ledger could not be reconciled with the {engine} checkpoint: {error}.")
+        return
+    _RECONCILED[key] = signature
 
 
 def _lag(settings: Settings, engine: Engine, unprocessed: list[str], now: datetime) -> dict[str, Any]:

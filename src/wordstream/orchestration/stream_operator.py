@@ -19,6 +19,7 @@ from wordstream.settings import Engine, Settings
 from wordstream.spark_env import application, spark_env, submit_conf
 
 GRACEFUL_KILL_SECONDS = 3.0
+KILLED_EXIT_SECONDS = 10.0  # the driver's watchdog exits within a second of its JVM
 
 
 class StreamSubmitOperator(SparkSubmitOperator):
@@ -45,10 +46,19 @@ class StreamSubmitOperator(SparkSubmitOperator):
         return super().execute(context)
 
     def on_kill(self) -> None:
-        """Ask the driver to stop after its batch; if it has not within a few seconds, kill it."""
+        """Ask the driver to stop after its batch; if it has not within a few seconds, kill it.
+
+        The stop request is withdrawn once the driver is gone (killed or not), so it cannot stop the
+        task's next try as that starts.
+        """
         state_dir = Settings.from_env().state
-        if control.is_running(state_dir, self.engine):
-            control.request_stop(state_dir, self.engine)
-            if control.wait_until_stopped(state_dir, self.engine, GRACEFUL_KILL_SECONDS):
+        running = control.is_running(state_dir, self.engine)
+        token = control.request_stop(state_dir, self.engine) if running else None
+        try:
+            if running and control.wait_until_stopped(state_dir, self.engine, GRACEFUL_KILL_SECONDS):
                 self.log.info("%s stopped gracefully", self.engine)
-        super().on_kill()
+            super().on_kill()
+        finally:
+            if token is not None:
+                control.wait_until_stopped(state_dir, self.engine, KILLED_EXIT_SECONDS)
+                control.clear_stop(state_dir, self.engine, token)
