@@ -1,13 +1,15 @@
 """Every use of Spark's internals, in one place, each pinned by a test on the installed Spark.
 
-The engines need three facts Spark has no public API for:
+The engines need four facts Spark has no public API for:
 
 * which files a Structured Streaming batch read: the file source's metadata log in the checkpoint
   (``sources/0/<batch id>``, or the ``.compact`` file that folds earlier batches in);
 * which files a DStream batch read: the ``NewHadoopRDD`` roots of the batch's lineage, which
   ``textFileStream`` names after their paths;
 * how many lines a DStream batch has, counted in the JVM (``rdd._jrdd``) rather than by shipping
-  every line to a Python worker only to count it.
+  every line to a Python worker only to count it;
+* which Structured Streaming batch committed last: the commit log in the checkpoint
+  (``commits/<batch id>``), which bounds what a compaction of the results may fold.
 
 ``tests/spark/test_spark_probes.py`` runs each against real Spark, so an upgrade that changes any of
 them fails loudly there instead of silently in production.
@@ -16,6 +18,7 @@ them fails loudly there instead of silently in production.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from pyspark import RDD
 
 FILE_SOURCE_LOG = Path("sources") / "0"
+COMMIT_LOG = Path("commits")
 HADOOP_FILE_RDD = "NewHadoopRDD"
 
 
@@ -67,3 +71,16 @@ def dstream_batch_files(rdd: RDD[Any]) -> list[str]:
 def jvm_count(rdd: RDD[Any]) -> int:
     """``rdd.count()`` done in the JVM: no Python worker deserialises the rows only to count them."""
     return int(rdd._jrdd.count())
+
+
+def last_committed_batch(checkpoint: Path) -> int | None:
+    """The newest batch id in the query's commit log; None before the first commit.
+
+    Spark writes ``commits/<id>`` after the batch's sink (foreachBatch) returned, and never runs a
+    committed batch again. Its hidden ``.<id>.crc`` companions and temp files are not ids.
+    """
+    try:
+        names = os.listdir(Path(checkpoint) / COMMIT_LOG)
+    except FileNotFoundError:
+        return None
+    return max((int(name) for name in names if name.isdigit()), default=None)
