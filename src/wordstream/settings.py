@@ -67,6 +67,8 @@ class Settings:
     max_line_bytes: int = 4 * 1024 * 1024
     shuffle_partitions: int = 4
     retention_days: int = 7
+    # The driver folds its output into a snapshot every this many batches (0: only the daily cleanup).
+    compact_batches: int = 100
     dstream_remember_seconds: int = 60
     spark_driver_host: str = ""
 
@@ -84,6 +86,7 @@ class Settings:
             max_line_bytes=_env_int(env, "WORDSTREAM_MAX_LINE_BYTES", cls.max_line_bytes),
             shuffle_partitions=_env_int(env, "WORDSTREAM_SHUFFLE_PARTITIONS", cls.shuffle_partitions),
             retention_days=_env_int(env, "WORDSTREAM_RETENTION_DAYS", cls.retention_days),
+            compact_batches=_env_int(env, "WORDSTREAM_COMPACT_BATCHES", cls.compact_batches),
             dstream_remember_seconds=_env_int(
                 env, "WORDSTREAM_DSTREAM_REMEMBER_SECONDS", cls.dstream_remember_seconds
             ),
