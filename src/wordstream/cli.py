@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 def cmd_totals(args: argparse.Namespace, settings: Settings) -> int:
     engine = check_engine(args.engine)
     output = settings.output(engine)
-    if not results.batch_dirs(output):
+    if results.list_results(output).empty:
         raise UsageError(f"no results yet for {engine} in {output} (is the stream running and fed?)")
     rows = results.ranked(results.read_totals(output, results.SEMANTICS[engine]), args.top)
     if args.format == "csv":
