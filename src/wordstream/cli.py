@@ -114,9 +114,14 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    """Clean up; the Airflow part when ``AIRFLOW_HOME`` names the Airflow (exit 1 if that fails)."""
     if not settings.data_dir.is_dir():
         raise UsageError(f"data directory {settings.data_dir} does not exist (check WORDSTREAM_DATA_DIR)")
-    maintenance.cleanup(settings, progress=print)
+    report = maintenance.cleanup(settings, progress=print, airflow=maintenance.AirflowSite.from_env())
+    if report.airflow is not None and report.airflow.error:
+        print(f"wordstream: error: Airflow metadata and task logs not cleaned: {report.airflow.error}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -155,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long to wait for a running driver to stop (120)")
     reset.set_defaults(func=cmd_reset)
 
-    clean = sub.add_parser("cleanup", help="expire rotated epochs and old files, report sizes")
+    clean = sub.add_parser("cleanup", help="expire what is past the retention (files, ledger, the Airflow of "
+                                           "AIRFLOW_HOME), report what is left")
     clean.set_defaults(func=cmd_cleanup)
 
     return parser

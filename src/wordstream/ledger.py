@@ -21,7 +21,7 @@ Two tables:
 
 Timestamps are ISO 8601 UTC strings.
 
-**Retention** (:meth:`Ledger.expire`, run by the daily cleanup). The deliveries are what makes a
+**Retention** (:meth:`Ledger.expire`, run by the hourly cleanup). The deliveries are what makes a
 content a duplicate, so they define the dedupe window: a content is forgotten only when the file that
 published it landed before the cutoff (``WORDSTREAM_RETENTION_DAYS`` ago), every delivery of it was
 processed before the cutoff, and no watch folder still holds a copy of it. All its deliveries go at

@@ -204,7 +204,8 @@ def content(letter: str) -> str:
     return letter * 64
 
 
-def processed(ledger: Ledger, name: str, sha: str, engines: tuple[str, ...] = ("structured", "dstream")) -> int:
+def processed(ledger: Ledger, name: str, sha: str,
+              engines: tuple[str, ...] = ("structured", "dstream")) -> int:
     file_id = published(ledger, name=name, sha=sha)
     for engine in engines:
         ledger.mark_processed(engine, "3", [f"{sha[:16]}-{name}"])
