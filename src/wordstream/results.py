@@ -54,7 +54,8 @@ BATCH_PREFIX = "batch="
 SNAPSHOT_PREFIX = "snapshot="
 SNAPSHOT_INFO = "_snapshot.json"
 SNAPSHOT_PART = "part-00000.parquet"
-_TMP_SNAPSHOT_PREFIX = f"_tmp-{SNAPSHOT_PREFIX}"
+# Not "_tmp-": a snapshot being written belongs to the compaction holding the lock, nobody else.
+_COMPACTING_PREFIX = "_compacting-"
 COMPACT_LOCK = ".compact"  # control.hold_lock(output, COMPACT_LOCK) -> output/.compact.lock
 READ_ATTEMPTS = 3  # a compaction or a replay may remove a folder between listing and reading it
 
@@ -239,7 +240,7 @@ def _compact(output: Path, semantics: Semantics, upto: int) -> Compaction:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for leftover in output.glob(f"{_TMP_SNAPSHOT_PREFIX}*"):  # a dead compaction's: nobody writes it now
+    for leftover in output.glob(f"{_COMPACTING_PREFIX}*"):  # a dead compaction's: nobody writes it now
         shutil.rmtree(leftover)
     listing = list_results(output)
     fold = [folder for folder in listing.batches if folder_id(folder) <= upto]
@@ -250,7 +251,7 @@ def _compact(output: Path, semantics: Semantics, upto: int) -> Compaction:
     totals = _fold(listing.snapshot, fold, semantics)
     batch_id = folder_id(fold[-1])
     final = snapshot_dir(output, batch_id)
-    tmp = output / f"_tmp-{final.name}-{uuid.uuid4().hex}"
+    tmp = output / f"{_COMPACTING_PREFIX}{final.name}-{uuid.uuid4().hex}"
     tmp.mkdir()
     ordered = sorted(totals)
     table = pa.table({"key": pa.array(ordered, pa.string()),
@@ -277,9 +278,9 @@ def foldable_upto(engine: str, checkpoint: Path, remember_seconds: float, now: f
     older id is a recovered replay of the same files, ignored once folded.
     """
     if engine == "structured":
-        from wordstream.engines.spark_probes import last_committed_batch
+        from wordstream.engines.spark_probes import structured_last_commit
 
-        return last_committed_batch(checkpoint)
+        return structured_last_commit(checkpoint)
     return int((now - remember_seconds) * 1000)
 
 

@@ -40,9 +40,9 @@ def test_structured_batch_files_reads_the_file_source_log(spark: Any, tmp_path: 
     assert sorted(spark_probes.structured_batch_files(checkpoint, 0)) == sorted(map(str, first))
     assert spark_probes.structured_batch_files(checkpoint, 1) == []
     assert (checkpoint / spark_probes.FILE_SOURCE_LOG / "0").read_text().splitlines()[0] == "v1"
-    assert spark_probes.last_committed_batch(checkpoint) == 0  # one batch, committed
+    assert spark_probes.structured_last_commit(checkpoint) == 0  # one batch, committed
     assert sorted(p.name for p in (checkpoint / spark_probes.COMMIT_LOG).iterdir()) == [".0.crc", "0"]
-    assert spark_probes.last_committed_batch(tmp_path / "never started") is None
+    assert spark_probes.structured_last_commit(tmp_path / "never started") is None
 
 
 def test_dstream_batch_files_and_jvm_count_on_a_real_text_file_stream(spark: Any, tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def jvm_count(rdd: RDD[Any]) -> int:
     return int(rdd._jrdd.count())
 
 
-def last_committed_batch(checkpoint: Path) -> int | None:
+def structured_last_commit(checkpoint: Path) -> int | None:
     """The newest batch id in the query's commit log; None before the first commit.
 
     Spark writes ``commits/<id>`` after the batch's sink (foreachBatch) returned, and never runs a
