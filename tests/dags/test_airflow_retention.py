@@ -65,6 +65,7 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def environment(home: Path, data_dir: Path) -> dict[str, str]:
     env = AirflowInstance(repo_dir=REPO, airflow_home=home, data_dir=data_dir).environment()
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(home / "dags")
+    env["WORDSTREAM_STAGING_RUN_SECONDS"] = "0"  # one wave per staging run
     return env
 
 

@@ -278,3 +278,19 @@ def test_expire_deletes_in_batches_of_short_write_transactions(ledger: Ledger) -
     assert len(writes) == 4 + 4  # 7 contents in batches of 2, then their 7 file rows in batches of 2
     assert statements.count("BEGIN IMMEDIATE") == len(writes)  # one short write transaction each
     assert ledger.summary()["total_files"] == 0
+
+
+def test_expire_keeps_a_content_another_process_changed_since_it_was_read(ledger: Ledger) -> None:
+    ids = (processed(ledger, "a.txt", content("a")), processed(ledger, "b.txt", content("b")))
+    set_times(ledger, 9, file_ids=ids, shas=(content("a"), content("b")))
+
+    def meanwhile(engine: str, name: str) -> bool:  # runs between the read and the delete
+        with sqlite3.connect(ledger.path) as conn:  # e.g. a reconciliation reopening a delivery
+            conn.execute("UPDATE deliveries SET state = 'published' WHERE sha256 = ? AND engine = 'dstream'",
+                         (content("b"),))
+        return False
+
+    assert asdict(ledger.expire(days_ago(7), meanwhile)) == {"contents": 1, "deliveries": 2, "files": 1}
+    assert ledger.deliveries(content("a")) == {}
+    assert {d.state for d in ledger.deliveries(content("b")).values()} == {"processed", "published"}
+    assert [entry["name"] for entry in ledger.entries(10)] == ["b.txt"]
