@@ -395,6 +395,22 @@ def test_cleanup_compacts_only_what_each_engine_will_never_write_again(settings:
                "folders" in line for line in lines)
 
 
+def test_a_compaction_that_fails_does_not_stop_the_cleanup(settings: Settings,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    write_batch(settings.output("dstream"), 1000, {"a": 1})
+
+    def moved_away(output: Path, semantics: str, upto: int) -> None:  # as a reset racing it would
+        raise FileNotFoundError(2, "No such file or directory", str(output))
+
+    monkeypatch.setattr(results, "compact", moved_away)
+    lines: list[str] = []
+    report = cleanup(settings, progress=lines.append)
+    assert report.compacted == {"structured": 0, "dstream": 0}
+    assert any(line.startswith("dstream: compaction failed, the next one retries: FileNotFoundError")
+               for line in lines)
+    assert lines[-1].startswith("cleanup done in")
+
+
 def test_cleanup_on_an_empty_data_dir(tmp_path: Path) -> None:
     report = cleanup(Settings(data_dir=tmp_path), progress=lambda _line: None)
     assert report.sizes["dstream"] == dict.fromkeys(maintenance.SIZE_PARTS, 0)

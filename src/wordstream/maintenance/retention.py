@@ -167,8 +167,14 @@ def _expire_ledger(settings: Settings, cutoff: datetime, progress: Progress) -> 
 
 
 def _compact_output(settings: Settings, engine: Engine, now: float, progress: Progress) -> int:
+    """Fold ``engine``'s final batches; a failure (a reset moving the output away) only costs speed."""
     upto = results.foldable_upto(engine, settings.checkpoint(engine), settings.dstream_remember_seconds, now)
-    done = None if upto is None else results.compact(settings.output(engine), results.SEMANTICS[engine], upto)
+    try:
+        done = None if upto is None else results.compact(settings.output(engine), results.SEMANTICS[engine],
+                                                         upto)
+    except (OSError, ValueError) as error:
+        progress(f"{engine}: compaction failed, the next one retries: {type(error).__name__}: {error}")
+        return 0
     if done is None or done.snapshot is None:
         return 0
     if done.folded:
