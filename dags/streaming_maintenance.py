@@ -12,9 +12,15 @@ that engine starts meanwhile. With *restart*, the engine's streaming DAG is trig
 This is the tutorial's restart procedure ("empty the watched directory, delete the checkpoint if that
 is not enough"), made safe: nothing counted twice, nothing lost.
 
-**action = cleanup** (the scheduled daily runs): expire rotated checkpoints/outputs and stale temp
-files past the retention, enforce archive and quarantine retention, and log a size report per engine.
-It never touches the checkpoint of an engine whose lock is held.
+**action = cleanup** (the scheduled hourly runs): expire what is past the retention
+(`WORDSTREAM_RETENTION_DAYS`): rotated checkpoints/outputs, stale temp files, processed watch files,
+archive and quarantine, the ledger's finished history, and this Airflow's metadata and task logs of
+the wordstream DAGs plus the DAG processor's logs; compact each engine's output; then log what is
+left per engine. It never touches the checkpoint of an engine whose lock is held. The metadata clean
+runs in a process of its own given `WORDSTREAM_METADB_CONN` (a task cannot reach the database
+itself): without it the task fails, saying so, after everything else was cleaned. Hourly, so that
+each run has little to do and a running engine's watch folder holds about two hours of files (a file
+source lists it every batch).
 
 Same code as `wordstream reset` and `wordstream cleanup`.
 """
@@ -37,7 +43,7 @@ log = logging.getLogger(__name__)
     dag_id=MAINTENANCE_DAG_ID,
     description="Reset a stream (stop, give back, rotate, restart) or clean up old epochs",
     doc_md=__doc__,
-    schedule="@daily",
+    schedule="@hourly",
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -77,11 +83,23 @@ def streaming_maintenance() -> None:
 
     @task
     def cleanup() -> dict[str, Any]:
-        from dataclasses import asdict
+        import os
+        from pathlib import Path
+
+        from airflow.sdk import conf
 
         from wordstream import maintenance
+        from wordstream.maintenance.airflow_history import metadb_conn
 
-        return asdict(maintenance.cleanup(Settings.from_env(), progress=log.info))
+        site = maintenance.AirflowSite(
+            log_folder=Path(conf.get("logging", "base_log_folder")),
+            dag_processor_log_folder=Path(conf.get("logging", "dag_processor_child_process_log_directory")),
+            metadb_conn=metadb_conn(os.environ),
+        )
+        report = maintenance.cleanup(Settings.from_env(), progress=log.info, airflow=site)
+        if report.airflow is not None and report.airflow.error:
+            raise RuntimeError(f"Airflow metadata and task logs not cleaned: {report.airflow.error}")
+        return report.as_dict()
 
     reset = reset_streams()
     choose_action() >> [reset, cleanup()]

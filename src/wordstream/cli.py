@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 def cmd_totals(args: argparse.Namespace, settings: Settings) -> int:
     engine = check_engine(args.engine)
     output = settings.output(engine)
-    if not results.batch_dirs(output):
+    if results.list_results(output).empty:
         raise UsageError(f"no results yet for {engine} in {output} (is the stream running and fed?)")
     rows = results.ranked(results.read_totals(output, results.SEMANTICS[engine]), args.top)
     if args.format == "csv":
@@ -123,9 +123,14 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    """Clean up; the Airflow part when ``AIRFLOW_HOME`` names the Airflow (exit 1 if that fails)."""
     if not settings.data_dir.is_dir():
         raise UsageError(f"data directory {settings.data_dir} does not exist (check WORDSTREAM_DATA_DIR)")
-    maintenance.cleanup(settings, progress=print)
+    report = maintenance.cleanup(settings, progress=print, airflow=maintenance.AirflowSite.from_env())
+    if report.airflow is not None and report.airflow.error:
+        print(f"wordstream: error: Airflow metadata and task logs not cleaned: {report.airflow.error}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -164,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long to wait for a running driver to stop (120)")
     reset.set_defaults(func=cmd_reset)
 
-    clean = sub.add_parser("cleanup", help="expire rotated epochs and old files, report sizes")
+    clean = sub.add_parser("cleanup", help="expire what is past the retention (files, ledger, the Airflow of "
+                                           "AIRFLOW_HOME), report what is left")
     clean.set_defaults(func=cmd_cleanup)
 
     return parser

@@ -22,18 +22,29 @@ Two tables:
   ``file_id`` names the file row that published, which tells a resumed file from a duplicate.
 
 Timestamps are ISO 8601 UTC strings.
+
+**Retention** (:meth:`Ledger.expire`, run by the hourly cleanup). The deliveries are what makes a
+content a duplicate, so they define the dedupe window: a content is forgotten only when the file that
+published it landed before the cutoff (``WORDSTREAM_RETENTION_DAYS`` ago), every delivery of it was
+processed before the cutoff, and no watch folder still holds a copy of it. All its deliveries go at
+once, so a content is either a duplicate for every engine or new for every engine; landing it again
+afterwards stages it as new. File rows go when they are finished (``staged``, ``duplicate``,
+``quarantined``), last updated before the cutoff and own no delivery any more. Never deleted:
+``landed`` rows (a crashed run's trace), ``publishing``/``published``/``returned`` deliveries and the
+rows that own them (staging resolves them, a reset gives them back under their landing names).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from wordstream import Progress
 from wordstream.control import utc_now
 
 FileStatus = Literal["landed", "staged", "quarantined", "duplicate"]
@@ -42,6 +53,10 @@ DeliveryState = Literal["publishing", "published", "processed", "returned"]
 DELIVERY_STATES: tuple[DeliveryState, ...] = ("publishing", "published", "processed", "returned")
 
 BUSY_TIMEOUT_SECONDS = 30.0
+# Rows deleted per write transaction by :meth:`Ledger.expire`: each holds the write lock for
+# milliseconds, so staging and the drivers interleave with a cleanup of a huge ledger.
+EXPIRE_BATCH_ROWS = 2000
+EXPIRE_PROGRESS_BATCHES = 10  # a progress line per this many batches
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -98,6 +113,15 @@ class Delivery:
     state: DeliveryState
     batch: str | None
     updated_at: str
+
+
+@dataclass
+class Expired:
+    """What :meth:`Ledger.expire` deleted."""
+
+    contents: int = 0  # distinct sha256 no longer known: landing one again stages it as new
+    deliveries: int = 0
+    files: int = 0
 
 
 def watch_basename(name: str) -> str:
@@ -439,6 +463,60 @@ class Ledger:
             ).fetchall()
         return [row["watch_name"] for row in rows]
 
+    # -- retention -------------------------------------------------------------------------------
+    def expire(self, before: str, still_watched: Callable[[str, str], bool],
+               batch_rows: int = EXPIRE_BATCH_ROWS, progress: Progress | None = None) -> Expired:
+        """Forget finished history from before ``before`` (ISO UTC), see the module docstring.
+
+        ``still_watched(engine, watch_name)`` says whether that engine's watch folder still holds the
+        file: such a content is kept (a reset of that engine must know it was processed). Deletes
+        ``batch_rows`` rows per write transaction; each delete re-checks its conditions, so a content
+        that staging or a driver touched since it was read is kept.
+        """
+        expired = Expired()
+        last = ""
+        batches = 0
+        while True:
+            with self._connect() as conn:
+                shas = [row[0] for row in conn.execute(
+                    "SELECT d.sha256 FROM deliveries AS d LEFT JOIN files AS f ON f.id = d.file_id"
+                    " WHERE d.sha256 > ? GROUP BY d.sha256 HAVING SUM(" + _KEPT_DELIVERY + ") = 0"
+                    " ORDER BY d.sha256 LIMIT ?", (last, before, before, batch_rows)).fetchall()]
+                copies = conn.execute(
+                    f"SELECT sha256, engine, watch_name FROM deliveries WHERE sha256 IN ({_marks(shas)})",
+                    shas).fetchall() if shas else []
+            if not shas:
+                break
+            last = shas[-1]
+            watched = {row["sha256"] for row in copies if still_watched(row["engine"], row["watch_name"])}
+            gone = [sha for sha in shas if sha not in watched]
+            if gone:
+                with self._connect(write=True) as conn:
+                    deleted = conn.execute(
+                        f"DELETE FROM deliveries WHERE sha256 IN ({_marks(gone)}) AND NOT EXISTS ("
+                        " SELECT 1 FROM deliveries AS d LEFT JOIN files AS f ON f.id = d.file_id"
+                        " WHERE d.sha256 = deliveries.sha256 AND (" + _KEPT_DELIVERY + "))"
+                        " RETURNING sha256", (*gone, before, before)).fetchall()
+                    expired.deliveries += len(deleted)
+                    expired.contents += len({row[0] for row in deleted})
+            batches += 1
+            if progress is not None and batches % EXPIRE_PROGRESS_BATCHES == 0:
+                progress(f"ledger: {expired.contents} contents forgotten so far")
+        while True:
+            with self._connect(write=True) as conn:
+                cursor = conn.execute(
+                    "DELETE FROM files WHERE id IN (SELECT id FROM files"
+                    " WHERE status IN ('staged', 'duplicate', 'quarantined') AND updated_at < ?"
+                    " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.file_id = files.id)"
+                    " LIMIT ?)", (before, batch_rows))
+                expired.files += cursor.rowcount
+            if cursor.rowcount < batch_rows:
+                break
+            batches += 1
+            if progress is not None and batches % EXPIRE_PROGRESS_BATCHES == 0:
+                progress(f"ledger: {expired.files} file rows removed so far")
+        return expired
+
     # -- reports ---------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Counts of files per status and of deliveries per engine and state."""
@@ -485,6 +563,15 @@ class Ledger:
                 (n,),
             ).fetchall()
         return [dict(row) for row in rows]
+
+
+# A delivery that keeps its content known (bound to ``before`` twice): not processed yet, processed
+# within the window, or published by a file that landed within it (a row gone counts as old).
+_KEPT_DELIVERY = ("d.state != 'processed' OR d.updated_at >= ? OR COALESCE(f.landed_at, '') >= ?")
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
 
 
 def _file_row(row: sqlite3.Row) -> FileRow:

@@ -1,4 +1,4 @@
-"""The results contract: Parquet per batch, replaced atomically, read back as totals.
+"""The results contract: Parquet per batch, replaced atomically, compacted, read back as totals.
 
 Layout: ``output/<engine>/batch=<id>/part-*.parquet`` with columns ``key`` (string) and ``count``
 (long). A replayed batch (after a crash the engines re-run the last uncommitted batch with the same
@@ -13,6 +13,20 @@ manifest. Readers skip ``_`` names and read only ``*.parquet``, so both cope.
   total is its row in the newest batch that has it.
 * ``dstream`` writes per-batch counts, as the tutorial's ``reduceByKey`` does: a key's total is the
   sum over batches.
+
+**Compaction** (:func:`compact`) keeps reading O(keys) instead of O(batches): it folds the batch
+folders up to a batch id into ``output/<engine>/snapshot=<id>/`` — every key's total after batch
+``<id>`` (``part-00000.parquet``, same columns) and ``_snapshot.json`` (what it holds) — then deletes
+the folded folders and the older snapshot. Readers take the newest snapshot and the batch folders
+after it, and ignore folders with an id at or below the snapshot's: so the totals are exact at every
+moment of a compaction, and after a kill -9 at any point (the snapshot is written under a hidden
+temp name and renamed into place; only then is anything deleted; the next compaction removes what a
+dead one left). One compaction at a time per output (``output/<engine>/.compact.lock``; a second one
+skips). It is safe while the stream runs as long as ``upto`` names only batches that will never be
+written differently: a folder written later with an id at or below the snapshot's can only be the
+replay of a folded batch (same input, same rows) and is ignored. The callers pass: the structured
+engine, batches committed in ``<checkpoint>/commits/``; the DStream engine (batch id = batch time in
+ms), batches older than its remember window.
 
 Reading needs only pyarrow, so ``wordstream totals`` does not start Spark.
 """
@@ -30,7 +44,10 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from wordstream import control
+from wordstream.durable import fsync_dir, write_json_atomically
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -42,6 +59,13 @@ BATCH_PREFIX = "batch="
 MANIFEST = "_files.json"
 # Names of folders replace_batch is still writing or about to drop: hidden from every reader.
 TEMP_PREFIXES = ("_tmp-", "_old-")
+SNAPSHOT_PREFIX = "snapshot="
+SNAPSHOT_INFO = "_snapshot.json"
+SNAPSHOT_PART = "part-00000.parquet"
+# Not "_tmp-": a snapshot being written belongs to the compaction holding the lock, nobody else.
+_COMPACTING_PREFIX = "_compacting-"
+COMPACT_LOCK = ".compact"  # control.hold_lock(output, COMPACT_LOCK) -> output/.compact.lock
+READ_ATTEMPTS = 3  # a compaction or a replay may remove a folder between listing and reading it
 
 
 def batch_dir(output: Path, batch_id: int) -> Path:
@@ -125,9 +149,11 @@ def read_manifest(folder: Path) -> list[str] | None:
 
 
 def recorded_files(output: Path) -> set[str]:
-    """The union of the manifests of every batch folder in ``output`` (what DStream processed)."""
+    """The union of the manifests in ``output`` (what DStream processed): the newest snapshot's,
+    which holds those of every batch it folded, and every batch folder's."""
+    listing = list_results(output)
     names: set[str] = set()
-    for folder in batch_dirs(output):
+    for folder in [*([listing.snapshot] if listing.snapshot else []), *batch_dirs(output)]:
         names.update(read_manifest(folder) or ())
     return names
 
@@ -144,10 +170,60 @@ def read_batch(folder: Path) -> pa.Table:
 
 
 def batch_dirs(output: Path) -> list[Path]:
+    """Every batch folder, folded into a snapshot or not (see :func:`list_results` for reading)."""
+    return _visible_dirs(output, BATCH_PREFIX)
+
+
+def snapshot_dir(output: Path, batch_id: int) -> Path:
+    return Path(output) / f"{SNAPSHOT_PREFIX}{batch_id:020d}"
+
+
+def folder_id(folder: Path) -> int:
+    """The batch id in a ``batch=<id>`` or ``snapshot=<id>`` folder name."""
+    return int(folder.name.split("=", 1)[1])
+
+
+def _visible_dirs(output: Path, prefix: str) -> list[Path]:
     output = Path(output)
     if not output.is_dir():
         return []
-    return sorted(p for p in output.iterdir() if p.is_dir() and p.name.startswith(BATCH_PREFIX))
+    return sorted(p for p in output.iterdir() if p.name.startswith(prefix) and p.is_dir())
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a reader reads: the newest snapshot and the batch folders after it."""
+
+    snapshot: Path | None
+    batches: tuple[Path, ...]  # after the snapshot, in batch order
+    folded: tuple[Path, ...]  # older snapshots and folded batches a dead compaction left: not read
+
+    @property
+    def snapshot_id(self) -> int:
+        return -1 if self.snapshot is None else folder_id(self.snapshot)
+
+    @property
+    def empty(self) -> bool:
+        return self.snapshot is None and not self.batches
+
+    def batch_count(self) -> int:
+        """Batches with results in this epoch: those folded into the snapshot and those after it."""
+        folded = 0 if self.snapshot is None else int(snapshot_info(self.snapshot)["batches"])
+        return folded + len(self.batches)
+
+
+def list_results(output: Path) -> Listing:
+    snapshots = _visible_dirs(output, SNAPSHOT_PREFIX)
+    newest = snapshots[-1] if snapshots else None
+    cut = -1 if newest is None else folder_id(newest)
+    batches = batch_dirs(output)
+    return Listing(newest, tuple(b for b in batches if folder_id(b) > cut),
+                   tuple([*snapshots[:-1], *(b for b in batches if folder_id(b) <= cut)]))
+
+
+def snapshot_info(snapshot: Path) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads((Path(snapshot) / SNAPSHOT_INFO).read_text())
+    return info
 
 
 def batch_id_of(folder: Path) -> int:
@@ -177,9 +253,23 @@ def remove_temp_folders(output: Path) -> int:
 
 
 def read_totals(output: Path, semantics: Semantics) -> dict[str, int]:
-    """Every key with its total from the persisted batches."""
+    """Every key with its total: the newest snapshot, then the batches after it."""
+    for attempt in range(READ_ATTEMPTS):
+        listing = list_results(output)
+        try:
+            return _fold(listing.snapshot, listing.batches, semantics)
+        except FileNotFoundError:
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _fold(snapshot: Path | None, batches: Iterable[Path], semantics: Semantics) -> dict[str, int]:
     totals: dict[str, int] = {}
-    for folder in batch_dirs(output):
+    if snapshot is not None:
+        table = read_batch(snapshot)
+        totals = dict(zip(table.column("key").to_pylist(), table.column("count").to_pylist(), strict=True))
+    for folder in batches:
         table = read_batch(folder)
         keys = table.column("key").to_pylist()
         counts = table.column("count").to_pylist()
@@ -189,6 +279,100 @@ def read_totals(output: Path, semantics: Semantics) -> dict[str, int]:
             for key, count in zip(keys, counts, strict=True):
                 totals[key] = totals.get(key, 0) + count
     return totals
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What :func:`compact` did."""
+
+    snapshot: Path | None  # the newest snapshot after it (None: still nothing to fold)
+    folded: int  # batch folders folded into it by this compaction
+    keys: int  # keys in the snapshot
+    removed: int  # folders deleted: the folded ones, the older snapshot, what a dead compaction left
+
+
+def compact(output: Path, semantics: Semantics, upto: int) -> Compaction | None:
+    """Fold the batch folders with an id up to ``upto`` into a new snapshot (see the module docstring).
+
+    None when another compaction of ``output`` is running, or there is no output.
+    """
+    output = Path(output)
+    if not output.is_dir():
+        return None
+    try:
+        with control.hold_lock(output, COMPACT_LOCK, wait_seconds=0):
+            return _compact(output, semantics, upto)
+    except control.EngineBusyError:
+        return None
+
+
+def _compact(output: Path, semantics: Semantics, upto: int) -> Compaction:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for leftover in output.glob(f"{_COMPACTING_PREFIX}*"):  # a dead compaction's: nobody writes it now
+        shutil.rmtree(leftover)
+    listing = list_results(output)
+    fold = [folder for folder in listing.batches if folder_id(folder) <= upto]
+    if not fold:
+        removed = _remove(listing.folded)
+        keys = 0 if listing.snapshot is None else int(snapshot_info(listing.snapshot)["keys"])
+        return Compaction(listing.snapshot, 0, keys, removed)
+    totals = _fold(listing.snapshot, fold, semantics)
+    batch_id = folder_id(fold[-1])
+    final = snapshot_dir(output, batch_id)
+    tmp = output / f"{_COMPACTING_PREFIX}{final.name}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    ordered = sorted(totals)
+    table = pa.table({"key": pa.array(ordered, pa.string()),
+                      "count": pa.array([totals[key] for key in ordered], pa.int64())})
+    pq.write_table(table, tmp / SNAPSHOT_PART)
+    _fsync_file(tmp / SNAPSHOT_PART)
+    sources = [*([listing.snapshot] if listing.snapshot else []), *fold]
+    manifests = [read_manifest(folder) for folder in sources]
+    if any(names is not None for names in manifests):  # DStream's record of what it processed goes along
+        write_manifest(tmp, (name for names in manifests for name in names or ()))
+        _fsync_file(tmp / MANIFEST)
+    write_json_atomically(tmp / SNAPSHOT_INFO, {
+        "batch_id": batch_id, "semantics": semantics, "keys": len(ordered),
+        "batches": listing.batch_count() - len(listing.batches) + len(fold),
+        "created_at": control.utc_now(),
+    })
+    fsync_dir(tmp)
+    os.replace(tmp, final)  # from here on readers take the new snapshot and skip what it folded
+    fsync_dir(output)
+    removed = _remove([*fold, *([listing.snapshot] if listing.snapshot else []), *listing.folded])
+    return Compaction(final, len(fold), len(ordered), removed)
+
+
+def foldable_upto(engine: str, checkpoint: Path, remember_seconds: float, now: float) -> int | None:
+    """The newest batch id of ``engine`` a compaction may fold, even while the engine runs.
+
+    Structured: the last batch in the commit log (Spark never runs it again). DStream: batches older
+    than the remember window (its batch id is its batch time in ms); a batch written later with an
+    older id is a recovered replay of the same files, ignored once folded.
+    """
+    if engine == "structured":
+        from wordstream.engines.spark_probes import structured_last_commit
+
+        return structured_last_commit(checkpoint)
+    return int((now - remember_seconds) * 1000)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(folders: Iterable[Path]) -> int:
+    removed = 0
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def _rank(item: tuple[str, int]) -> tuple[int, str]:

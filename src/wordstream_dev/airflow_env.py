@@ -159,6 +159,9 @@ class AirflowInstance:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
+            # The same URL under the project's name: Airflow hides its own from task processes, and the
+            # daily cleanup expires the wordstream DAGs' metadata from a process of its own with this one.
+            "WORDSTREAM_METADB_CONN": f"sqlite:///{self.database}",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
             "AIRFLOW__API__HOST": self.bind,
             "AIRFLOW__API__PORT": str(self.port),

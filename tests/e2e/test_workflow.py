@@ -20,7 +20,7 @@ from support import assert_totals_stay, land, reference_counts, wait_until, writ
 
 from wordstream import control, results
 from wordstream.ledger import Ledger
-from wordstream.settings import ENGINES, Settings
+from wordstream.settings import DAG_IDS, ENGINES, Settings
 from wordstream_dev.airflow_api import AirflowClient
 from wordstream_dev.stack import Stack
 
@@ -101,3 +101,18 @@ def test_stage_count_reset_and_restart_through_the_api(stack: Stack, api: Airflo
     second = write_corpus(tmp_path / "second", files=4, seed=202)
     land(settings.landing, second)
     wait_exact_totals(stack, reference_counts(second, "words"), tmp_path / "sentinels")
+
+
+def test_cleanup_reaches_the_metadata_from_a_real_task(stack: Stack, api: AirflowClient) -> None:
+    """A real task process has no database URL of its own: the metadata clean must still run."""
+    assert not api.wait_for_dags(DAG_IDS, timeout=180)
+    api.unpause("streaming_maintenance")
+    run = api.trigger_dag_run("streaming_maintenance", conf={"action": "cleanup"})
+    api.wait_for_dag_run("streaming_maintenance", run["dag_run_id"], timeout=300)
+    report = api.api("GET", f"/dags/streaming_maintenance/dagRuns/{run['dag_run_id']}/taskInstances/"
+                            "cleanup/xcomEntries/return_value")["value"]
+    airflow = report["airflow"]
+    assert airflow["error"] is None, airflow
+    assert sum(airflow["runs_removed"].values()) == 0  # everything here is younger than the retention
+    assert airflow["runs_left"]["streaming_maintenance"] >= 1  # it read the real database ...
+    assert airflow["log_runs_left"] >= 1 and airflow["log_bytes_left"] > 0  # ... and the real task logs

@@ -140,13 +140,17 @@ def test_live_stream_stop_marker_downtime_and_restart(settings: Settings, tmp_pa
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, tmp_path: Path, engine: str) -> None:
+def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, tmp_path: Path, engine: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver also compacts its output after every batch here, so the kill may hit a compaction."""
+    monkeypatch.setenv("WORDSTREAM_COMPACT_BATCHES", "1")
     corpus = write_corpus(tmp_path / "corpus", files=40, seed=11, lines=400)
     app = SparkApp(engine, settings, tmp_path / "run1.log").start()
     try:
         app.wait_running()
         publish(settings, corpus[:20])
-        wait_until(lambda: results.batch_dirs(settings.output(engine)), 120, "a first committed batch")
+        wait_until(lambda: not results.list_results(settings.output(engine)).empty, 120,
+                   "a first committed batch")
         publish(settings, corpus[20:])
         app.kill9()
     finally:
@@ -163,6 +167,10 @@ def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, tmp_path: P
         assert app.stop_gracefully() == 0
     finally:
         app.cleanup()
+    assert results.list_results(settings.output(engine)).snapshot is not None  # it did compact
+    assert "compacted " in (tmp_path / "run1.log").read_text() + (tmp_path / "run2.log").read_text()
+    assert results.read_totals(settings.output(engine), results.SEMANTICS[engine]) == reference_counts(
+        corpus, "words")
 
 
 @pytest.mark.drill

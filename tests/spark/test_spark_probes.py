@@ -47,6 +47,8 @@ def test_structured_batch_files_reads_the_file_source_log(spark: Any, tmp_path: 
     assert sorted(spark_probes.structured_batch_files(checkpoint, 0)) == sorted(map(str, first))
     assert spark_probes.structured_last_commit(checkpoint) == 0
     assert (checkpoint / spark_probes.FILE_SOURCE_LOG / "0").read_text().splitlines()[0] == "v1"
+    assert sorted(p.name for p in (checkpoint / spark_probes.COMMIT_LOG).iterdir()) == [".0.crc", "0"]
+    assert spark_probes.structured_last_commit(tmp_path / "never started") is None
     with pytest.raises(spark_probes.CheckpointError, match="batch 1"):
         spark_probes.structured_batch_files(checkpoint, 1)  # never planned
 

@@ -172,6 +172,8 @@ def test_airflow_configuration(services: dict[str, dict[str, Any]]) -> None:
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql"), name
         assert "@postgres:" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
+        # what the maintenance task hands its metadata clean (a task's own URL is a dummy)
+        assert env["WORDSTREAM_METADB_CONN"] == env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false", name
         assert "spark://spark-master:7077" in env["AIRFLOW_CONN_SPARK_DEFAULT"], name
         assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager"), name

@@ -6,6 +6,8 @@ import json
 import sqlite3
 import subprocess
 import sys
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -202,3 +204,115 @@ def test_a_transaction_commits_every_call_in_it_or_none(ledger: Ledger) -> None:
         raise RuntimeError("died half way")
     assert ledger.deliveries(SHA)["dstream"].state == "publishing"
     assert ledger.unfinished_files() == [ledger.file(row.id)]
+
+
+# -- retention -------------------------------------------------------------------------------------
+def days_ago(days: float) -> str:
+    return (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds")
+
+
+def set_times(ledger: Ledger, days: float, file_ids: tuple[int, ...] = (), shas: tuple[str, ...] = (),
+              processed_days: float | None = None) -> None:
+    """Date rows back: file rows landed and updated ``days`` ago, deliveries updated then (or as given)."""
+    with sqlite3.connect(ledger.path) as conn:
+        conn.executemany("UPDATE files SET landed_at = ?, updated_at = ? WHERE id = ?",
+                         [(days_ago(days), days_ago(days), file_id) for file_id in file_ids])
+        done = days if processed_days is None else processed_days
+        conn.executemany("UPDATE deliveries SET updated_at = ? WHERE sha256 = ?",
+                         [(days_ago(done), sha) for sha in shas])
+
+
+def content(letter: str) -> str:
+    return letter * 64
+
+
+def processed(ledger: Ledger, name: str, sha: str,
+              engines: tuple[str, ...] = ("structured", "dstream")) -> int:
+    file_id = published(ledger, name=name, sha=sha)
+    for engine in engines:
+        ledger.mark_processed(engine, "3", [f"{sha[:16]}-{name}"])
+    return file_id
+
+
+def test_expire_forgets_only_finished_history_from_before_the_cutoff(ledger: Ledger) -> None:
+    gone = processed(ledger, "gone.txt", content("a"))  # old, processed by both, no copy left
+    copy_of_gone = ledger.begin("copy of gone.txt", content("a"), 10)
+    ledger.finish(copy_of_gone.id, "duplicate")
+    watched = processed(ledger, "watched.txt", content("b"))  # old, but dstream still holds its copy
+    waiting = processed(ledger, "waiting.txt", content("c"), engines=("structured",))  # dstream: published
+    recent = processed(ledger, "recent.txt", content("d"))  # landed within the window
+    copy_of_recent = ledger.begin("copy of recent.txt", content("d"), 10)
+    ledger.finish(copy_of_recent.id, "duplicate")
+    returned = processed(ledger, "returned.txt", content("e"), engines=("structured",))
+    ledger.mark_returned("dstream", f"{content('e')[:16]}-returned.txt")
+    late = processed(ledger, "late.txt", content("f"))  # landed long ago, processed within the window
+    claimed = ledger.begin("claimed.txt", content("g"), 10)
+    ledger.claim(claimed.id, content("g"), "dstream", "claimed-watch.txt")  # publishing
+    crashed = ledger.begin("crashed.txt", content("h"), 10)  # landed: a dead run's trace
+    old_bad = ledger.begin("old.bin", None, 3)
+    ledger.finish(old_bad.id, "quarantined", reason="binary")
+    new_bad = ledger.begin("new.bin", None, 3)
+    ledger.finish(new_bad.id, "quarantined", reason="binary")
+    old_rows = (gone, copy_of_gone.id, watched, waiting, copy_of_recent.id, returned, late, claimed.id,
+                crashed.id, old_bad.id)
+    set_times(ledger, 9, file_ids=old_rows, shas=(content("a"), content("b"), content("c"), content("e"),
+                                                  content("g")))
+    set_times(ledger, 9, shas=(content("f"),), processed_days=2)
+    set_times(ledger, 2, file_ids=(recent, new_bad.id), shas=(content("d"),))
+    dstream_copies = {f"{content('b')[:16]}-watched.txt"}
+
+    expired = ledger.expire(days_ago(7), lambda engine, name: engine == "dstream" and name in dstream_copies)
+
+    assert asdict(expired) == {"contents": 1, "deliveries": 2, "files": 4}
+    assert ledger.deliveries(content("a")) == {}
+    left = {entry["name"] for entry in ledger.entries(100)}
+    assert left == {"watched.txt", "waiting.txt", "recent.txt", "returned.txt", "late.txt", "claimed.txt",
+                    "crashed.txt", "new.bin"}  # gone, both copies and the old reject are forgotten
+    for sha, states in [(content("b"), {"processed"}), (content("c"), {"processed", "published"}),
+                        (content("d"), {"processed"}), (content("e"), {"processed", "returned"}),
+                        (content("f"), {"processed"}), (content("g"), {"publishing"})]:
+        assert {d.state for d in ledger.deliveries(sha).values()} == states, sha
+    assert ledger.original_name("dstream", f"{content('c')[:16]}-waiting.txt") == "waiting.txt"  # reset
+    assert ledger.unfinished_files() == [ledger.file(claimed.id), ledger.file(crashed.id)]
+    # Once its last copy is gone, the watched content goes too; then there is nothing left to forget.
+    assert asdict(ledger.expire(days_ago(7), lambda engine, name: False)) == {
+        "contents": 1, "deliveries": 2, "files": 1}
+    assert asdict(ledger.expire(days_ago(7), lambda engine, name: False)) == {
+        "contents": 0, "deliveries": 0, "files": 0}
+
+
+def test_expire_deletes_in_batches_of_short_write_transactions(ledger: Ledger) -> None:
+    ids = tuple(processed(ledger, f"{i}.txt", f"{i:064d}") for i in range(7))
+    set_times(ledger, 30, file_ids=ids, shas=tuple(f"{i:064d}" for i in range(7)))
+    statements: list[str] = []
+    open_connection = ledger._open
+
+    def traced() -> sqlite3.Connection:
+        conn = open_connection()
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    ledger._open = traced  # type: ignore[method-assign]
+    lines: list[str] = []
+    expired = ledger.expire(days_ago(7), lambda engine, name: False, batch_rows=2, progress=lines.append)
+    assert asdict(expired) == {"contents": 7, "deliveries": 14, "files": 7}
+    writes = [s for s in statements if s.startswith("DELETE")]
+    assert len(writes) == 4 + 4  # 7 contents in batches of 2, then their 7 file rows in batches of 2
+    assert statements.count("BEGIN IMMEDIATE") == len(writes)  # one short write transaction each
+    assert ledger.summary()["total_files"] == 0
+
+
+def test_expire_keeps_a_content_another_process_changed_since_it_was_read(ledger: Ledger) -> None:
+    ids = (processed(ledger, "a.txt", content("a")), processed(ledger, "b.txt", content("b")))
+    set_times(ledger, 9, file_ids=ids, shas=(content("a"), content("b")))
+
+    def meanwhile(engine: str, name: str) -> bool:  # runs between the read and the delete
+        with sqlite3.connect(ledger.path) as conn:  # e.g. a reconciliation reopening a delivery
+            conn.execute("UPDATE deliveries SET state = 'published' WHERE sha256 = ? AND engine = 'dstream'",
+                         (content("b"),))
+        return False
+
+    assert asdict(ledger.expire(days_ago(7), meanwhile)) == {"contents": 1, "deliveries": 2, "files": 1}
+    assert ledger.deliveries(content("a")) == {}
+    assert {d.state for d in ledger.deliveries(content("b")).values()} == {"processed", "published"}
+    assert [entry["name"] for entry in ledger.entries(10)] == ["b.txt"]

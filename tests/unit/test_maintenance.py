@@ -346,7 +346,9 @@ def test_cleanup_expires_old_epochs_temps_processed_watch_files_archive_and_quar
     assert report.sizes["structured"]["rotated"] == len(b"{}") + len(b"PAR1")
     assert report.sizes["dstream"]["checkpoint"] == 0
     assert any(line.startswith("size structured: checkpoint 0 B") for line in lines)
-    assert lines[-1].startswith("cleanup: removed 1 rotated epochs")
+    assert any(line.startswith("removed 1 rotated epochs, 1 stale temp files, 3 processed watch files, "
+                               "1 archive days, 1 quarantined files; ledger: 0 file rows") for line in lines)
+    assert lines[-1].startswith("cleanup done in")
 
 
 def test_cleanup_keeps_recent_processed_files_for_the_dstream_remember_window(tmp_path: Path) -> None:
@@ -363,14 +365,15 @@ def test_cleanup_keeps_recent_processed_files_for_the_dstream_remember_window(tm
     assert sorted(visible(settings.watch("dstream"))) == names[:2]
 
 
-def test_cleanup_never_touches_a_running_engine(settings: Settings) -> None:
+def test_cleanup_of_a_running_engine_expires_only_its_processed_watch_files(settings: Settings) -> None:
     staged(settings)
     names = sorted(visible(settings.watch("dstream")))
-    Ledger(settings.ledger).mark_processed("dstream", "1", names)
+    Ledger(settings.ledger).mark_processed("dstream", "1", names[:3])
     Ledger(settings.ledger).mark_processed("structured", "1", names)
     for engine in ("dstream", "structured"):
         for name in names:
             set_age(settings.watch(engine) / name, DAY)
+    set_age(settings.watch("dstream") / names[0], HOUR / 2)  # processed, but within the hour
     temp = settings.watch("dstream") / ".x.txt.tmp"
     temp.write_bytes(b"half")
     set_age(temp, DAY)
@@ -384,11 +387,104 @@ def test_cleanup_never_touches_a_running_engine(settings: Settings) -> None:
 
     assert report.skipped_engines == ["dstream"]
     assert any("dstream is running" in line for line in lines)
-    assert sorted(visible(settings.watch("dstream"))) == names and temp.exists()
+    # Counted by the running engine and an hour old: gone, so its folder does not only grow.
+    assert sorted(visible(settings.watch("dstream"))) == [names[0], names[3]]
+    assert temp.exists()  # a running engine's temp files, checkpoint and rotated epochs stay
     assert dstream_epoch.exists() and read_tree(settings.checkpoint("dstream")) == CHECKPOINT
     assert not structured_epoch.exists()  # the idle engine is cleaned as usual
     assert visible(settings.watch("structured")) == {}
     assert report.sizes["dstream"]["checkpoint"] == sum(len(v) for v in CHECKPOINT.values())
+    assert report.left["dstream"]["watch_files"] == 2
+
+
+def test_cleanup_trims_the_ledger_past_retention_and_dedupes_within_it(settings: Settings) -> None:
+    staged(settings)  # four contents, published to both engines
+    land(settings, {"copy of one.txt": b"one\n"})  # a duplicate
+    assert staging.stage(settings, progress=lambda _line: None, recheck_seconds=0).duplicates == 1
+    ledger = Ledger(settings.ledger)
+    names = {data: name for name, data in visible(settings.watch("dstream")).items()}
+    counted = [names[b"one\n"], names[b"two two\n"], names[b"3 3 3\n"]]
+    ledger.mark_processed("structured", "1", counted)
+    ledger.mark_processed("dstream", "1", counted[:2])  # dstream has not counted three.txt yet
+
+    # Within the retention nothing is forgotten: the same content is still a duplicate.
+    assert cleanup(settings, progress=lambda _line: None).ledger_removed == {
+        "contents": 0, "deliveries": 0, "files": 0}
+    land(settings, {"one again.txt": b"one\n"})
+    assert staging.stage(settings, progress=lambda _line: None, recheck_seconds=0).duplicates == 1
+
+    lines: list[str] = []
+    report = cleanup(settings, now=time.time() + 8 * DAY, progress=lines.append)
+
+    # one and two: counted by both engines, watch copies expired in the same run, rows forgotten.
+    assert report.watch_removed == 2 + 3 and report.ledger_removed == {
+        "contents": 2, "deliveries": 4, "files": 4}  # two staged rows, two duplicates
+    assert report.ledger_left == {"files": 2, "deliveries": 4}
+    assert any(line.startswith("size shared: ") and "ledger 2 file rows, 4 deliveries" in line
+               for line in lines)
+    assert sorted(e["name"] for e in ledger.entries(10)) == ["four.txt", "three.txt"]
+    # Forgotten content is new again; content still waiting for an engine is still a duplicate.
+    land(settings, {"one, a week later.txt": b"one\n", "three again.txt": b"3 3 3\n"})
+    again = staging.stage(settings, progress=lambda _line: None, recheck_seconds=0)
+    assert (again.staged, again.duplicates) == (1, 1)
+    assert again.published == {"structured": 1, "dstream": 1}
+    # A reset still gives the files dstream has not counted back under their landing names.
+    reset = reset_engine(settings, "dstream", wait_timeout=1, progress=lambda _line: None)
+    assert (reset.returned, reset.deleted) == (3, 0)
+    assert sorted(visible(settings.landing)) == ["four.txt", "one, a week later.txt", "three.txt"]
+
+
+def write_batch(output: Path, batch_id: int, rows: dict[str, int]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = results.batch_dir(output, batch_id)
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"key": pa.array(list(rows), pa.string()),
+                             "count": pa.array(list(rows.values()), pa.int64())}), folder / "part-0.parquet")
+
+
+def test_cleanup_compacts_only_what_each_engine_will_never_write_again(settings: Settings) -> None:
+    for batch_id in range(6):  # running totals; Spark committed batches 0 to 3 only
+        write_batch(settings.output("structured"), batch_id, {"a": batch_id + 1, f"k{batch_id}": 1})
+    make_tree(settings.checkpoint("structured"), {f"commits/{i}": b"v1\n{}" for i in range(4)})
+    now_ms = int(time.time() * 1000)
+    old, recent = now_ms - 3_600_000, now_ms - 10_000  # an hour ago; within the 60 s remember window
+    for batch_id in (old, old + 2000, recent):
+        write_batch(settings.output("dstream"), batch_id, {"a": 1, "b": 2})
+    lines: list[str] = []
+
+    report = cleanup(settings, progress=lines.append)
+
+    assert report.compacted == {"structured": 4, "dstream": 2}
+    structured = results.list_results(settings.output("structured"))
+    assert structured.snapshot_id == 3 and [results.folder_id(b) for b in structured.batches] == [4, 5]
+    assert results.read_totals(settings.output("structured"), "running-totals") == {
+        "a": 6, "k0": 1, "k1": 1, "k2": 1, "k3": 1, "k4": 1, "k5": 1}
+    dstream = results.list_results(settings.output("dstream"))
+    assert dstream.snapshot_id == old + 2000 and [results.folder_id(b) for b in dstream.batches] == [recent]
+    assert results.read_totals(settings.output("dstream"), "batch-counts") == {"a": 3, "b": 6}
+    assert report.left["structured"] == {"snapshot_batch": 3, "snapshot_keys": 5, "output_batches": 2,
+                                         "watch_files": 0, "file_source_log_bytes": 0}
+    assert "structured: compacted 4 batch folders into snapshot=00000000000000000003 (5 keys)" in lines
+    assert any(line.startswith("size structured: ") and "output: snapshot of batch 3 (5 keys) + 2 batch "
+               "folders" in line for line in lines)
+
+
+def test_a_compaction_that_fails_does_not_stop_the_cleanup(settings: Settings,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    write_batch(settings.output("dstream"), 1000, {"a": 1})
+
+    def moved_away(output: Path, semantics: str, upto: int) -> None:  # as a reset racing it would
+        raise FileNotFoundError(2, "No such file or directory", str(output))
+
+    monkeypatch.setattr(results, "compact", moved_away)
+    lines: list[str] = []
+    report = cleanup(settings, progress=lines.append)
+    assert report.compacted == {"structured": 0, "dstream": 0}
+    assert any(line.startswith("dstream: compaction failed, the next one retries: FileNotFoundError")
+               for line in lines)
+    assert lines[-1].startswith("cleanup done in")
 
 
 def test_cleanup_on_an_empty_data_dir(tmp_path: Path) -> None:
@@ -418,6 +514,18 @@ def test_cli_reset_and_cleanup(settings: Settings, start_driver: object, monkeyp
     assert cli.main(["reset", "--engine", "dstream", "--wait-timeout", "1"]) == 0
     assert capsys.readouterr().out.startswith("reset dstream: deleted 0 processed files, gave back 4")
     assert list(settings.watch("dstream").iterdir()) == []
+    for name in ("AIRFLOW_HOME", "WORDSTREAM_METADB_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        monkeypatch.delenv(name, raising=False)
     assert cli.main(["cleanup"]) == 0
     out = capsys.readouterr().out
     assert "structured is running" in out and "size dstream:" in out
+    assert "airflow: not cleaned from here (no AIRFLOW_HOME)" in out
+    # An Airflow named without a way to its database: everything else is cleaned, then exit 1.
+    monkeypatch.setenv("AIRFLOW_HOME", str(settings.data_dir.parent / "airflow"))
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
+    assert cli.main(["cleanup"]) == 1
+    captured = capsys.readouterr()
+    assert "size dstream:" in captured.out
+    assert captured.err == ("wordstream: error: Airflow metadata and task logs not cleaned: no metadata "
+                            "database URL here: set WORDSTREAM_METADB_CONN (the embedded stack and "
+                            "docker-compose.yaml set it for the Airflow processes)\n")

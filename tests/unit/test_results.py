@@ -101,3 +101,147 @@ def test_removing_uncommitted_batches_and_unfinished_writes(tmp_path: Path) -> N
     assert results.read_totals(tmp_path, "running-totals") == {"a": 2}
     assert results.remove_batches_after(tmp_path, None) == [0, 1]
     assert results.remove_temp_folders(tmp_path / "missing") == 0
+
+
+# -- compaction ------------------------------------------------------------------------------------
+def summed(batches: list[dict[str, int]]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for rows in batches:
+        for key, count in rows.items():
+            totals[key] = totals.get(key, 0) + count
+    return totals
+
+
+def latest(batches: list[dict[str, int]]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for rows in batches:
+        totals.update(rows)
+    return totals
+
+
+def layout(output: Path) -> list[str]:
+    return sorted(p.name for p in output.iterdir())
+
+
+@pytest.mark.parametrize("semantics", ["running-totals", "batch-counts"])
+def test_compaction_keeps_the_totals_and_folds_only_up_to_the_given_batch(
+        tmp_path: Path, semantics: results.Semantics) -> None:
+    rng = random.Random(11)
+    batches = running_batches(rng, 30) if semantics == "running-totals" else [
+        {f"k{rng.randrange(50)}": rng.randint(1, 9) for _ in range(15)} for _ in range(30)]
+    expected = latest if semantics == "running-totals" else summed
+    written = 0
+    for upto in (9, 9, 20, 29):
+        while written <= upto:
+            write(tmp_path, written, batches[written])
+            written += 1
+        folded_before = results.list_results(tmp_path).batch_count()
+        done = results.compact(tmp_path, semantics, upto - 3)  # the last three stay batch folders
+        assert done is not None and done.snapshot == results.snapshot_dir(tmp_path, upto - 3)
+        assert results.read_totals(tmp_path, semantics) == expected(batches[:written])
+        listing = results.list_results(tmp_path)
+        assert [results.folder_id(b) for b in listing.batches] == list(range(upto - 2, written))
+        assert listing.folded == () and listing.batch_count() == folded_before == written
+        assert results.snapshot_info(done.snapshot)["keys"] == done.keys == len(
+            expected(batches[:upto - 2]))
+    assert layout(tmp_path) == [".compact.lock", *(f"batch={i:020d}" for i in range(27, 30)),
+                                f"snapshot={26:020d}"]
+    # A replay of a folded batch (same id, same rows) is ignored; the next compaction removes it.
+    write(tmp_path, 5, batches[5])
+    assert results.read_totals(tmp_path, semantics) == expected(batches)
+    assert results.list_results(tmp_path).folded == (results.batch_dir(tmp_path, 5),)
+    again = results.compact(tmp_path, semantics, 26)
+    assert again is not None and (again.folded, again.removed) == (0, 1)
+    assert results.batch_dir(tmp_path, 5).exists() is False
+    # Running totals: a key's total is its row in the newest batch or snapshot that has it.
+    top = results.TopKeys(tmp_path, semantics, 5)
+    assert top.top() == results.ranked(expected(batches), 5)
+
+
+def test_a_second_compaction_at_once_is_skipped(tmp_path: Path) -> None:
+    write(tmp_path, 0, {"a": 1})
+    from wordstream import control
+
+    with control.hold_lock(tmp_path, results.COMPACT_LOCK):
+        assert results.compact(tmp_path, "batch-counts", 0) is None
+    assert results.compact(tmp_path / "missing", "batch-counts", 0) is None
+    assert results.compact(tmp_path, "batch-counts", 0) is not None
+
+
+CRASHING_COMPACTION = """
+import os, shutil, sys
+from pathlib import Path
+import pyarrow.parquet as pq
+from wordstream import results
+
+output, semantics, point, allowed = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+calls = 0
+
+def dies_after(original, torn=False):
+    def wrapper(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls > allowed:
+            if torn:  # half a file, as a kill in the middle of the write leaves it
+                Path(args[1]).write_bytes(b"PAR1 torn")
+            os._exit(17)  # no finally, no cleanup: like SIGKILL
+        return original(*args, **kwargs)
+    return wrapper
+
+owner, attr = {
+    "write_table": (pq, "write_table"), "fsync_file": (results, "_fsync_file"),
+    "write_json": (results, "write_json_atomically"), "fsync_dir": (results, "fsync_dir"),
+    "os.replace": (os, "replace"), "rmtree": (shutil, "rmtree"),
+}[point]
+setattr(owner, attr, dies_after(getattr(owner, attr), torn=point == "write_table"))
+results.compact(output, semantics, int(sys.argv[5]))
+"""
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize("semantics", ["running-totals", "batch-counts"])
+@pytest.mark.parametrize(("point", "allowed"), [
+    ("write_table", 0), ("fsync_file", 0), ("write_json", 0), ("fsync_dir", 0), ("fsync_dir", 1),
+    ("os.replace", 0), ("rmtree", 0), ("rmtree", 1), ("rmtree", 4), ("rmtree", 7),
+])
+def test_a_compaction_killed_at_any_point_leaves_exact_totals(
+        tmp_path: Path, semantics: results.Semantics, point: str, allowed: int) -> None:
+    import subprocess
+    import sys
+
+    rng = random.Random(5)
+    batches = running_batches(rng, 12) if semantics == "running-totals" else [
+        {f"k{rng.randrange(30)}": rng.randint(1, 9) for _ in range(10)} for _ in range(12)]
+    expected = latest(batches) if semantics == "running-totals" else summed(batches)
+    for batch_id, rows in enumerate(batches[:6]):
+        write(tmp_path, batch_id, rows)
+    assert results.compact(tmp_path, semantics, 2) is not None  # a snapshot to replace
+    for batch_id, rows in enumerate(batches[6:], start=6):
+        write(tmp_path, batch_id, rows)
+
+    died = subprocess.run([sys.executable, "-c", CRASHING_COMPACTION, str(tmp_path), semantics, point,
+                           str(allowed), "9"], capture_output=True, text=True, timeout=120)
+    assert died.returncode == 17, died.stderr  # it really died half way
+    assert results.read_totals(tmp_path, semantics) == expected
+    top = results.TopKeys(tmp_path, semantics, 4)
+    assert top.top() == results.ranked(expected, 4)
+
+    done = results.compact(tmp_path, semantics, 9)  # the next compaction finishes the job
+    assert done is not None
+    assert results.read_totals(tmp_path, semantics) == expected
+    assert layout(tmp_path) == [".compact.lock", *(f"batch={i:020d}" for i in (10, 11)),
+                                f"snapshot={9:020d}"]
+    assert results.list_results(tmp_path).batch_count() == 12
+
+
+def test_a_compaction_keeps_what_the_folded_batches_recorded(tmp_path: Path) -> None:
+    """DStream's record of processed files lives in its batch folders: folding them must carry it."""
+    for batch_id in range(4):
+        write(tmp_path, batch_id, {"a": 1})
+        results.write_manifest(results.batch_dir(tmp_path, batch_id), [f"f{batch_id}.txt"])
+    assert results.compact(tmp_path, "batch-counts", 1) is not None
+    assert results.read_manifest(results.snapshot_dir(tmp_path, 1)) == ["f0.txt", "f1.txt"]
+    assert results.compact(tmp_path, "batch-counts", 2) is not None  # the older snapshot's go along
+    assert results.recorded_files(tmp_path) == {f"f{i}.txt" for i in range(4)}
+    assert results.read_totals(tmp_path, "batch-counts") == {"a": 4}
+    assert not results.batch_dir(tmp_path, 2).exists()

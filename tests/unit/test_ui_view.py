@@ -203,6 +203,19 @@ def test_stopped_engine_view_sums_batch_counts_and_dates_state_from_the_stop(pop
     assert view["results"]["total_count"] == 19
 
 
+def test_the_view_reads_a_compacted_output_and_refreshes_after_a_compaction(populated: Settings) -> None:
+    before = stream_view(populated, "dstream", now=NOW)["results"]
+    write_batch(populated.output("dstream"), 2, {"the": 1, "new": 1})
+    done = results.compact(populated.output("dstream"), "batch-counts", 1)
+    assert done is not None and done.folded == 2
+    view = stream_view(populated, "dstream", now=NOW)["results"]
+    assert view["batches"] == 3  # two folded into the snapshot, one after it
+    assert view["top_words"] == [["the", 11], ["spark", 5], ["Spark", 4], ["new", 1]]
+    assert view["total_count"] == before["total_count"] + 2
+    assert results.compact(populated.output("dstream"), "batch-counts", 2) is not None  # all folded now
+    assert stream_view(populated, "dstream", now=NOW)["results"] == {**view}
+
+
 def test_a_driver_gone_without_final_status_shows_failed(settings: Settings) -> None:
     control.write_status(settings.state, "structured", state="running", pid=1, started_at=iso(NOW),
                          batch_id=0)

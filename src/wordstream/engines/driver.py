@@ -123,6 +123,8 @@ class Driver:
         self.ledger = Ledger(args.state_dir / "ledger.sqlite")
         self._locks = ExitStack()
         self._top = results.TopKeys(args.output, results.SEMANTICS[engine], TOP_WORDS)
+        self._settings = Settings.from_env()
+        self._since_compaction = 0
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_BATCHES)
         self._closing = threading.Event()
         self._startup: dict[str, Any] = launch_times()
@@ -239,6 +241,27 @@ class Driver:
             files_in_batch=len(files), files_processed=ledger.processed_count(self.engine),
             top_words=self._top.top(), recent_batches=list(self._recent), startup=self._startup,
         )
+        self._since_compaction += 1
+        if self._settings.compact_batches and self._since_compaction >= self._settings.compact_batches:
+            self._since_compaction = 0
+            self.compact()
+
+    def compact(self) -> None:
+        """Fold the output's final batches into its snapshot, so reading totals stays O(keys).
+
+        A failure costs nothing but the speed of reading: it is logged, and the next one retries.
+        """
+        upto = results.foldable_upto(self.engine, self.args.checkpoint,
+                                     self._settings.dstream_remember_seconds, time.time())
+        if upto is None:
+            return
+        try:
+            done = results.compact(self.args.output, results.SEMANTICS[self.engine], upto)
+        except (OSError, ValueError) as error:
+            self.log(f"compaction failed, the next one retries: {type(error).__name__}: {error}")
+            return
+        if done is not None and done.snapshot is not None and done.folded:
+            self.log(f"compacted {done.folded} batch folders into {done.snapshot.name} ({done.keys} keys)")
 
     def batch_written(self, batch: results.WrittenBatch) -> None:
         """A sink persisted a batch: keep the top words from its rows (status, UI)."""

@@ -10,7 +10,9 @@ The engines need facts Spark has no public API for:
 * which files a DStream batch read: the ``NewHadoopRDD`` roots of the batch's lineage, which
   ``textFileStream`` names after their paths;
 * how many lines a DStream batch has, counted in the JVM (``rdd._jrdd``) rather than by shipping
-  every line to a Python worker only to count it.
+  every line to a Python worker only to count it;
+* which Structured Streaming batch committed last: the commit log in the checkpoint
+  (``commits/<batch id>``), which bounds what a compaction of the results may fold.
 
 ``tests/spark/test_spark_probes.py`` runs each against real Spark, so an upgrade that changes any of
 them fails loudly there instead of silently in production.
@@ -181,3 +183,4 @@ def dstream_batch_files(rdd: RDD[Any]) -> list[str]:
 def jvm_count(rdd: RDD[Any]) -> int:
     """``rdd.count()`` done in the JVM: no Python worker deserialises the rows only to count them."""
     return int(rdd._jrdd.count())
+

@@ -3,21 +3,19 @@
 No Airflow here: the DAG calls these functions and logs their reports.
 
 * :mod:`~wordstream.maintenance.reset` — a new epoch of one engine, counted from zero;
-* :mod:`~wordstream.maintenance.retention` — retention of everything that grows, and a size report.
+* :mod:`~wordstream.maintenance.retention` — retention of everything that grows, and a size report;
+* :mod:`~wordstream.maintenance.airflow_history` — its Airflow part: our DAGs' metadata and logs.
 """
 
+from wordstream.maintenance.airflow_history import AirflowReport, AirflowSite
+from wordstream.maintenance.folders import human_bytes, tree_bytes
 from wordstream.maintenance.reset import ResetError, ResetReport, epoch_engine, reset_engine
-from wordstream.maintenance.retention import (
-    SIZE_PARTS,
-    CleanupReport,
-    cleanup,
-    engine_sizes,
-    human_bytes,
-    tree_bytes,
-)
+from wordstream.maintenance.retention import SIZE_PARTS, CleanupReport, cleanup, engine_sizes
 
 __all__ = [
     "SIZE_PARTS",
+    "AirflowReport",
+    "AirflowSite",
     "CleanupReport",
     "ResetError",
     "ResetReport",

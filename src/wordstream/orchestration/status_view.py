@@ -215,26 +215,31 @@ def _results_view(settings: Settings, engine: Engine, notes: list[str]) -> dict[
     }
 
 
-# Totals of one output folder, recomputed only when its batch folders change: a dstream output has
-# one folder per batch, and re-reading all of them on every refresh would cost more than the stream.
+# Totals of one output folder, recomputed only when what a reader reads changes (the snapshot and the
+# batch folders after it): re-reading them on every refresh would cost more than the stream.
 _TOTALS: dict[Path, tuple[tuple[tuple[str, int], ...], dict[str, int]]] = {}
 _TOTALS_LOCK = threading.Lock()
 
 
 def _cached_totals(output: Path, semantics: results.Semantics) -> tuple[dict[str, int], int]:
-    folders = results.batch_dirs(output)
+    listing = results.list_results(output)
+    folders = [*([listing.snapshot] if listing.snapshot else []), *listing.batches]
     signature = tuple((folder.name, _mtime_ns(folder)) for folder in folders)
+    try:
+        batches = listing.batch_count()
+    except (OSError, ValueError):  # the snapshot was replaced under us: next refresh
+        batches = len(listing.batches)
     with _TOTALS_LOCK:
         cached = _TOTALS.get(output)
         if cached is not None and cached[0] == signature:
-            return cached[1], len(folders)
+            return cached[1], batches
     try:
         totals = results.read_totals(output, semantics)
     except (OSError, ValueError):  # a folder replaced under us (a replayed batch): next refresh
-        return (cached[1] if cached else {}), len(folders)
+        return (cached[1] if cached else {}), batches
     with _TOTALS_LOCK:
         _TOTALS[output] = (signature, totals)
-    return totals, len(folders)
+    return totals, batches
 
 
 def _mtime_ns(path: Path) -> int:
