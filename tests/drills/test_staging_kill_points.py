@@ -42,7 +42,7 @@ def killed(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if point == "before-flush":  # every temp file is written, not yet made durable by the group's syncfs
-    staging.run.SYNCFS_FROM_COPIES = 1
+    staging.run.SYNCFS_FROM_FILES = 1
     staging.run.flush_filesystem = killed
 elif point == "before-fsync":  # the same where a group of one file fsyncs each copy
     os.fsync = killed

@@ -14,21 +14,28 @@ task runs :func:`stage_until`, waves until a deadline, so one DAG run serves a s
    FIFOs, sockets and devices are never followed or opened: the entry itself is moved to quarantine.
    Directories are left alone (staging does not recurse) and named once per run in the progress
    output.
-2. **Validated while hashed**, in one streaming read of 1 MiB chunks: readable, non-empty, at most
-   ``max_file_bytes``, UTF-8 (incremental decoder, so a character split across chunks is fine), no NUL
-   byte, no line longer than ``max_line_bytes`` (an engine that gets one runs out of memory on every
-   retry). A reject goes to ``data/quarantine/<id>-<safe name>`` with ``<that name>.reason.txt``.
+2. **Validated while hashed and copied**, in one streaming read of 1 MiB chunks: readable, non-empty,
+   at most ``max_file_bytes``, UTF-8 (incremental decoder, so a character split across chunks is
+   fine), no NUL byte, no line longer than ``max_line_bytes`` (an engine that gets one runs out of
+   memory on every retry). The same read writes the copy to publish, under a hidden name in a watch
+   folder: the bytes published are the bytes hashed. A file written to while it was read (its
+   inode's ctime moved, which catches a producer who put size and mtime back) is left for a later
+   wave. A reject goes to ``data/quarantine/<id>-<safe name>`` with ``<that name>.reason.txt``; its
+   copy is removed.
 3. **Deduplicated by sha256**, per engine: content every engine already has (or had, processed) is a
    ``duplicate`` and is only archived. A delivery ``returned`` by a reset is published again to that
    engine only.
 4. **Published atomically**, a group of files at a time (up to ``GROUP_FILES`` files or
-   ``GROUP_BYTES``): copied into ``.<name>.tmp`` in the same watch folder, the copy hashed again and
-   compared with the validated content (a producer who rewrote the file in place is caught even when
-   size and mtime are kept), the group's copies made durable by one ``syncfs`` (an fsync per copy for a
-   group of one file, or where ``syncfs`` does not exist), mtime set to now (the DStream source ignores
-   files older than its remember window), renamed to ``<sha256[:16]>-<safe name>.txt``, and the watch
-   folders fsync'ed before anything is recorded as published or archived. Each engine gets its own copy,
-   not a hard link: linked files share one mtime, so touching one engine's file would touch the other's.
+   ``GROUP_BYTES``): the copy gets the name ``.<name>.tmp`` in each engine's watch folder that needs
+   it, by hard links (one inode, one write and one flush for every engine; a folder that cannot link
+   gets a copy of its own), the group's copies made durable by one ``syncfs`` (an fsync of the copy
+   for a group of one file, or where ``syncfs`` does not exist), mtime set to now (the DStream source
+   ignores files older than its remember window), renamed to ``<sha256[:16]>-<safe name>.txt``, and
+   the watch folders fsync'ed before anything is recorded as published or archived. A duplicate's
+   copy is removed before it is ever written back to the disk. Linked files share one mtime and one
+   content, so nothing may touch or move a published file in place: a new DStream epoch gives a
+   shared file an inode of its own before it touches it, and a reset gives a shared file back to
+   landing as a copy.
 5. **Archived**: the original moves to ``data/archive/<YYYY-MM-DD UTC>/<id>-<safe name>``.
 
 Crash safety: waves are serialised by ``data/state/staging.lock``, held for one wave (also taken by a

@@ -37,8 +37,8 @@ from wordstream.staging.landing import (
     scan_landing,
     still_unchanged,
 )
-from wordstream.staging.names import is_temp_name, reason_path, safe_name, watch_name_for
-from wordstream.staging.publish import ContentChangedError, copy_to_temps, publish_temps
+from wordstream.staging.names import is_temp_name, reason_path, safe_name, temp_name, watch_name_for
+from wordstream.staging.publish import open_copy, place_copy, publish_temps
 from wordstream.staging.validation import Inspection, inspect_content
 
 STAGING_LOCK = "staging"  # control.hold_lock(state, STAGING_LOCK) -> data/state/staging.lock
@@ -47,7 +47,7 @@ STAGING_LOCK = "staging"  # control.hold_lock(state, STAGING_LOCK) -> data/state
 # before the first of them is made durable.
 GROUP_FILES = 100
 GROUP_BYTES = 64 * 1024 * 1024
-SYNCFS_FROM_COPIES = 4  # a group of one file fsyncs its copies instead (see _Run.write_copies)
+SYNCFS_FROM_FILES = 2  # a group of one file fsyncs its copy instead (see _Run.write_copies)
 PROGRESS_EVERY = 500
 
 
@@ -124,7 +124,6 @@ class _Run:
         self.progress = progress
         self.report = StageReport()
         self.touched: set[Path] = set()  # folders with renames, made durable at the end of the run
-        self.withdrawn: set[int] = set()  # rows of this group whose bytes changed before the copy
 
     def relative(self, path: Path) -> str:
         return os.path.relpath(path, self.settings.data_dir)
@@ -201,29 +200,32 @@ class _Run:
             return _Item(candidate, None, problem=f"unreadable: {error.strerror}")
         item = _Item(candidate, fd)
         try:
-            if not candidate.same_as(os.fstat(fd)):
-                inspection = None
-            else:
-                inspection = self.inspect(candidate, fd)
+            inspection = self.inspect(item) if candidate.untouched(os.fstat(fd)) else None
+            if inspection is None or inspection.problem is not None:
+                item.drop_copy()
         except BaseException:
-            os.close(fd)
+            item.close()
             raise
         if inspection is None:
-            os.close(fd)
+            item.close()
             self.report.skipped_unstable += 1
             return None
         item.problem, item.sha256 = inspection.problem, inspection.sha256
         return item
 
-    def inspect(self, candidate: Candidate, fd: int) -> Inspection | None:
-        """Validate; None when the file turned out to be still changing."""
-        limit = self.settings.max_file_bytes
+    def inspect(self, item: _Item) -> Inspection | None:
+        """Validate and copy (into the first engine's watch folder, under a hidden name); None when
+        the file turned out to be still changing: written to while it was read, or of another size."""
+        candidate, limit = item.candidate, self.settings.max_file_bytes
         if candidate.size > limit:
             return Inspection(None, candidate.size, f"too large: {candidate.size} bytes > limit {limit}")
-        try:
-            inspection = inspect_content(fd, limit, max_line_bytes=self.settings.max_line_bytes)
-        except OSError as error:
-            return Inspection(None, 0, f"unreadable: {error.strerror}")
+        assert item.fd is not None
+        item.copy_fd, item.copy = open_copy(self.settings.watch(ENGINES[0]))
+        inspection = inspect_content(item.fd, limit, max_line_bytes=self.settings.max_line_bytes,
+                                     copy_to=item.copy_fd)
+        after = os.fstat(item.fd)
+        if not candidate.untouched(after) and not (after.st_nlink == 0 and candidate.same_as(after)):
+            return None  # written to while read; a file deleted meanwhile is taken (it is gone)
         if inspection.problem is None and inspection.size != candidate.size:
             return None
         if inspection.problem and inspection.problem.startswith("too large") and candidate.size <= limit:
@@ -234,8 +236,8 @@ class _Run:
         """Quarantine or publish and archive a group of inspected entries, in five steps.
 
         1. One ledger transaction records every intent: the file rows, the quarantine destinations
-           and the ``publishing`` deliveries.
-        2. The copies are written under hidden temp names and made durable by one flush.
+           and the ``publishing`` deliveries (the copies, written by validation, are still hidden).
+        2. Each copy gets the hidden temp names of its final names; the copies are made durable.
         3. The temps are renamed to their final watch names; the watch folders are fsync'ed.
         4. One transaction records the deliveries ``published`` and where each original goes.
         5. The originals move to the archive or the quarantine; one transaction finishes the rows.
@@ -258,10 +260,7 @@ class _Run:
                     self.finish(item)
         finally:
             for item in items:
-                if item.fd is not None:
-                    os.close(item.fd)
-                for temp in item.temps:
-                    temp.unlink(missing_ok=True)  # left only when the group failed half way
+                item.close()
 
     def plan(self, item: _Item) -> None:
         """Record the intent for one entry: its row, and its quarantine path or its deliveries."""
@@ -288,29 +287,32 @@ class _Run:
             target = self.settings.watch(engine) / item.watch_name
             if not os.path.lexists(target):  # exists: published by a run that died before recording it
                 item.to_write[engine] = target
+        if not item.to_write:
+            item.drop_copy()  # a duplicate: unlinked before any of it is written back to the disk
 
     def write_copies(self, items: list[_Item]) -> None:
-        """Temp copies of every item made durable, then the renames and folder fsyncs.
+        """Every item's copy under its temp names and made durable, then the renames and folder fsyncs.
 
-        A group of ``SYNCFS_FROM_COPIES`` copies or more is made durable by one flush per file
-        system (``syncfs``); a smaller one (a single file: what a wave of the staging loop finds under
-        a trickle) by an fsync per copy. A ``syncfs`` also waits for every other writer's dirty data
+        The copy of a file is one inode for all its engines (hard links; see
+        :mod:`~wordstream.staging.publish`): half the bytes to write and flush of a copy per engine.
+        A group of ``SYNCFS_FROM_FILES`` files or more is made durable by one flush per file system
+        (``syncfs``); a smaller one (a single file: what a wave of the staging loop finds under a
+        trickle) by an fsync of its copy. A ``syncfs`` also waits for every other writer's dirty data
         on that file system (Spark's checkpoints and output, producers): 40 ms with 100 MB of it,
         where the fsync of a small copy took well under a millisecond.
         """
         written = [item for item in items if item.to_write]
-        flush = HAS_SYNCFS and sum(len(item.to_write) for item in written) >= SYNCFS_FROM_COPIES
-        for item in written:
-            assert item.fd is not None and item.sha256 is not None
-            try:
-                item.temps = copy_to_temps(item.fd, list(item.to_write.values()), item.sha256,
-                                           fsync=not flush)
-            except ContentChangedError:
-                item.changed = True
-        written = [item for item in written if not item.changed]
-        folders = {target.parent for item in written for target in item.to_write.values()}
-        if not folders:
+        if not written:
             return
+        flush = HAS_SYNCFS and len(written) >= SYNCFS_FROM_FILES
+        for item in written:
+            assert item.copy is not None and item.copy_fd is not None
+            item.temps = place_copy(item.copy, [target.with_name(temp_name(target.name))
+                                                for target in item.to_write.values()])
+            item.copy = None
+            if not flush:
+                os.fsync(item.copy_fd)
+        folders = {target.parent for item in written for target in item.to_write.values()}
         if flush:
             devices: set[int] = set()
             for folder in sorted(folders):
@@ -328,26 +330,8 @@ class _Run:
         if item.problem is not None or item.row is None:
             return
         assert item.sha256 is not None
-        if item.changed:  # bytes changed after validation: nothing of it was published
-            for engine in item.needed:
-                if engine in item.to_write:
-                    self.ledger.drop_claim(item.sha256, engine)
-                else:
-                    self.ledger.record_published(item.sha256, engine)
-            self.ledger.forget(item.row.id)
-            self.withdrawn.add(item.row.id)
-            self.report.skipped_unstable += 1
-            return
         for engine in item.needed:
             self.ledger.record_published(item.sha256, engine)
-        if any(d.state == "publishing" and d.file_id in self.withdrawn for d in item.deliveries.values()):
-            # Same content as a file of this group whose bytes changed: not published after all. The
-            # row stays for the next run, which resumes this file and publishes it.
-            self.ledger.forget(item.row.id)
-            self.report.skipped_unstable += 1
-            item.row = None
-            return
-        for engine in item.needed:
             self.report.published[engine] += 1
         item.status = self.outcome(item.row.id)
         if item.status == "duplicate":
@@ -452,10 +436,8 @@ class _Run:
                         break
             except BaseException:
                 for item in items:
-                    if item.fd is not None:
-                        os.close(item.fd)
+                    item.close()
                 raise
-            self.withdrawn.clear()
             if items:
                 self.stage_group(items)
             if done % progress_every == 0 and done < total:
@@ -478,10 +460,30 @@ class _Item:
     deliveries: dict[str, Delivery] = field(default_factory=dict)  # as found before this file's claims
     needed: list[Engine] = field(default_factory=list)  # engines this file publishes to
     to_write: dict[Engine, Path] = field(default_factory=dict)  # engine -> final watch path to copy to
+    copy: Path | None = None  # the copy written by validation, under its random hidden name
+    copy_fd: int | None = None
     temps: list[Path] = field(default_factory=list)
-    changed: bool = False  # bytes changed between validation and copy
     status: FileStatus | None = None
     reason: str | None = None
+
+    def drop_copy(self) -> None:
+        """Remove the copy (a reject's, a duplicate's, or one left when the group failed half way)."""
+        if self.copy_fd is not None:
+            os.close(self.copy_fd)
+            self.copy_fd = None
+        if self.copy is not None:
+            self.copy.unlink(missing_ok=True)
+            self.copy = None
+
+    def close(self) -> None:
+        """At the end of the group: close the files; remove what was not published."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.drop_copy()
+        for temp in self.temps:
+            temp.unlink(missing_ok=True)  # left only when the group failed half way
+        self.temps = []
 
 
 def _is_component(name: str) -> bool:
