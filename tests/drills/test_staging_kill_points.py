@@ -1,5 +1,8 @@
 """Drill: kill -9 of the staging process between copy and rename, and between rename and ledger update.
 
+The copy is written by validation under a random hidden name, then linked to its temp name in every
+engine's folder: a kill between the two leaves only that hidden copy.
+
 tests/unit/test_staging.py kills staging (``os._exit``) at twenty points and checks that the next run
 completes exactly once. Here the process SIGKILLs itself at the two points that matter most, and the
 drill looks at what it left behind before any recovery:
@@ -41,7 +44,9 @@ data_dir, point = Path(sys.argv[1]), sys.argv[2]
 def killed(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
-if point == "before-flush":  # every temp file is written, not yet made durable by the group's syncfs
+if point == "before-link":  # validation wrote the copy; it has no temp name in the watch folders yet
+    os.link = killed
+elif point == "before-flush":  # every temp file is written, not yet made durable by the group's syncfs
     staging.run.SYNCFS_FROM_FILES = 1
     staging.run.flush_filesystem = killed
 elif point == "before-fsync":  # the same where a group of one file fsyncs each copy
@@ -101,6 +106,22 @@ def test_killed_between_copy_and_rename(settings: Settings, point: str) -> None:
         assert entries(settings.watch(engine)) == {final_name(): CONTENT}
     assert delivery_states(settings) == dict.fromkeys(ENGINES, "published")
     assert list(settings.landing.iterdir()) == []
+
+
+def test_killed_between_the_copy_and_its_temp_names(settings: Settings) -> None:
+    """The copy written by validation, under a random hidden name, is all there is: the next run
+    removes it and publishes once."""
+    kill_staging_at(settings, "before-link")
+    [copy] = settings.watch(ENGINES[0]).iterdir()
+    assert staging.is_temp_name(copy.name) and copy.read_bytes() == CONTENT
+    assert all(list(settings.watch(engine).iterdir()) == [] for engine in ENGINES[1:])
+    assert delivery_states(settings) == dict.fromkeys(ENGINES, "publishing")
+
+    report = staging.stage(settings, progress=lambda _line: None, recheck_seconds=0)
+    assert report.staged == 1 and report.published == dict.fromkeys(ENGINES, 1)
+    for engine in ENGINES:
+        assert entries(settings.watch(engine)) == {final_name(): CONTENT}
+    assert delivery_states(settings) == dict.fromkeys(ENGINES, "published")
 
 
 def test_killed_between_rename_and_ledger_update(settings: Settings) -> None:

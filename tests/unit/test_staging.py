@@ -417,6 +417,7 @@ def dies_after(original):
 
 owner, attr = {
     "os.replace": (os, "replace"), "os.rename": (os, "rename"), "os.fsync": (os, "fsync"),
+    "os.link": (os, "link"),
     "os.write": (os, "write"), "flush_filesystem": (staging.run, "flush_filesystem"),
     "claim": (Ledger, "claim"), "record_published": (Ledger, "record_published"),
     "plan_move": (Ledger, "plan_move"), "finish": (Ledger, "finish"),
@@ -483,7 +484,8 @@ def assert_staged_exactly_once(settings: Settings) -> None:
     ("point", "allowed", "group"),
     # Groups of 3 files: the nine landing files make three groups (and the symlink one of its own),
     # so the crash points fall in every step of a group and between groups; 100: one group for all.
-    [("os.write", 3, 3), ("flush_filesystem", 0, 3), ("flush_filesystem", 1, 3), ("flush_filesystem", 0, 100),
+    [("os.write", 3, 3), ("os.link", 0, 3), ("os.link", 3, 3), ("os.link", 0, 100),
+     ("flush_filesystem", 0, 3), ("flush_filesystem", 1, 3), ("flush_filesystem", 0, 100),
      ("os.fsync", 0, 3), ("os.fsync", 1, 3), ("os.fsync", 3, 3), ("os.fsync", 5, 3), ("os.fsync", 1, 100),
      ("os.replace", 0, 3), ("os.replace", 1, 3), ("os.replace", 2, 3), ("os.replace", 3, 3),
      ("os.replace", 6, 3), ("os.replace", 6, 100), ("os.rename", 0, 3), ("os.rename", 1, 3),
