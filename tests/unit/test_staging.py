@@ -687,6 +687,36 @@ def test_a_new_dstream_epoch_gives_shared_files_an_inode_of_their_own_before_tou
     assert hidden(settings.watch("dstream")) == []
 
 
+def test_the_copies_of_duplicates_and_rejects_are_emptied_and_reused(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file created and removed per duplicate slows every later creation in the folder."""
+    land(settings, "first.txt", b"the same words\n", age=300)
+    run(settings)
+    opened: list[Path] = []
+    open_copy = staging.run.open_copy
+
+    def counted(folder: Path) -> tuple[int, Path]:
+        fd, path = open_copy(folder)
+        opened.append(path)
+        return fd, path
+
+    monkeypatch.setattr(staging.run, "open_copy", counted)
+    monkeypatch.setattr(staging.run, "GROUP_FILES", 5)
+    for i in range(5):
+        land(settings, f"again-{i}.txt", b"the same words\n", age=200 - i)
+        land(settings, f"latin-{i}.txt", b"caf\xe9\n", age=100 - i)
+    land(settings, "new.txt", b"new words, longer than the emptied copy before it\n", age=50)
+    report = run(settings)
+    assert (report.staged, report.duplicates, report.quarantined) == (1, 5, 5)
+    # A group's copies are written before the ledger says which are duplicates: five copies for the
+    # first group (the duplicates), emptied and reused by the rejects and by the last file.
+    assert len(opened) == 5
+    for engine in ENGINES:
+        assert sorted(visible(settings.watch(engine)).values()) == [
+            b"new words, longer than the emptied copy before it\n", b"the same words\n"]
+        assert hidden(settings.watch(engine)) == []
+
+
 def test_a_watch_folder_that_cannot_link_gets_a_copy_of_its_own(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Folders on different file systems (or one without hard links): each engine gets its own copy."""

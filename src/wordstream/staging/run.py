@@ -124,6 +124,7 @@ class _Run:
         self.progress = progress
         self.report = StageReport()
         self.touched: set[Path] = set()  # folders with renames, made durable at the end of the run
+        self.spare: list[tuple[int, Path]] = []  # emptied copies, for the next files (see spare_copy)
 
     def relative(self, path: Path) -> str:
         return os.path.relpath(path, self.settings.data_dir)
@@ -182,6 +183,26 @@ class _Run:
     def outcome(self, file_id: int) -> FileStatus:
         return "staged" if self.ledger.owns_delivery(file_id) else "duplicate"
 
+    # -- copies ----------------------------------------------------------------------------------
+    def spare_copy(self, item: _Item) -> None:
+        """Empty the copy of a file that is not published (a reject, a duplicate, a changing file) and
+        keep it for the next file. A new file per duplicate, removed at once, made every creation in
+        the folder slow (0.4 ms each over 3,000 duplicates in a row, 16 times a creation otherwise:
+        ext4 skips recently freed inodes): staging took duplicates 2.5 times slower than before
+        copies were written by validation; with spares, as fast."""
+        if item.copy is None or item.copy_fd is None:
+            return
+        os.ftruncate(item.copy_fd, 0)
+        os.lseek(item.copy_fd, 0, os.SEEK_SET)
+        self.spare.append((item.copy_fd, item.copy))
+        item.copy, item.copy_fd = None, None
+
+    def remove_spares(self) -> None:
+        while self.spare:
+            fd, path = self.spare.pop()
+            os.close(fd)
+            path.unlink(missing_ok=True)
+
     # -- per entry -------------------------------------------------------------------------------
     def quarantine(self, candidate: Candidate, problem: str) -> None:
         """Move the entry itself (never a link target) to quarantine, with a reason file."""
@@ -202,7 +223,7 @@ class _Run:
         try:
             inspection = self.inspect(item) if candidate.untouched(os.fstat(fd)) else None
             if inspection is None or inspection.problem is not None:
-                item.drop_copy()
+                self.spare_copy(item)
         except BaseException:
             item.close()
             raise
@@ -220,7 +241,8 @@ class _Run:
         if candidate.size > limit:
             return Inspection(None, candidate.size, f"too large: {candidate.size} bytes > limit {limit}")
         assert item.fd is not None
-        item.copy_fd, item.copy = open_copy(self.settings.watch(ENGINES[0]))
+        spare = self.spare.pop() if self.spare else None
+        item.copy_fd, item.copy = spare or open_copy(self.settings.watch(ENGINES[0]))
         inspection = inspect_content(item.fd, limit, max_line_bytes=self.settings.max_line_bytes,
                                      copy_to=item.copy_fd)
         after = os.fstat(item.fd)
@@ -288,7 +310,7 @@ class _Run:
             if not os.path.lexists(target):  # exists: published by a run that died before recording it
                 item.to_write[engine] = target
         if not item.to_write:
-            item.drop_copy()  # a duplicate: unlinked before any of it is written back to the disk
+            self.spare_copy(item)  # a duplicate: emptied before any of it is written back to the disk
 
     def write_copies(self, items: list[_Item]) -> None:
         """Every item's copy under its temp names and made durable, then the renames and folder fsyncs.
@@ -467,7 +489,7 @@ class _Item:
     reason: str | None = None
 
     def drop_copy(self) -> None:
-        """Remove the copy (a reject's, a duplicate's, or one left when the group failed half way)."""
+        """Close the copy; remove it if it never got its temp names (the group failed half way)."""
         if self.copy_fd is not None:
             os.close(self.copy_fd)
             self.copy_fd = None
@@ -525,8 +547,11 @@ def stage(settings: Settings, progress: Progress = print, *, recheck_seconds: fl
     with control.hold_lock(settings.state, STAGING_LOCK, wait_seconds=lock_wait):
         run = _Run(settings, progress)
         with run.ledger.session():
-            report = run.stage_all(recheck_seconds, progress_every, looks, wait_for_recheck,
-                                   first_of_run, should_stop)
+            try:
+                report = run.stage_all(recheck_seconds, progress_every, looks, wait_for_recheck,
+                                       first_of_run, should_stop)
+            finally:
+                run.remove_spares()
         for folder in sorted(run.touched):
             fsync_dir(folder)
         report.seconds = time.monotonic() - started
