@@ -37,8 +37,8 @@ from wordstream.staging.landing import (
     scan_landing,
     still_unchanged,
 )
-from wordstream.staging.names import is_temp_name, reason_path, safe_name, temp_name, watch_name_for
-from wordstream.staging.publish import open_copy, place_copy, publish_temps
+from wordstream.staging.names import is_temp_name, reason_path, safe_name, watch_name_for
+from wordstream.staging.publish import open_copy, publish_copy
 from wordstream.staging.validation import Inspection, inspect_content
 
 STAGING_LOCK = "staging"  # control.hold_lock(state, STAGING_LOCK) -> data/state/staging.lock
@@ -139,8 +139,8 @@ class _Run:
         ``sweep_temps`` lists the watch folders (they hold every published file until cleanup: 116 ms
         for 2 x 50,000 files) for hidden temp files. The staging loop sweeps on its first wave only:
         within a run, only a process that took the lock between two waves and died can leave a temp
-        file, and a temp file is never read by Spark, is overwritten by a copy of the same name and
-        is swept by the next run. The ledger is settled on every wave.
+        file, and a temp file is never read by Spark and is swept by the next run. The ledger is
+        settled on every wave.
         """
         removed = 0
         # Hidden temp files: copies into the watch folders, reason files in quarantine (whose other
@@ -259,8 +259,8 @@ class _Run:
 
         1. One ledger transaction records every intent: the file rows, the quarantine destinations
            and the ``publishing`` deliveries (the copies, written by validation, are still hidden).
-        2. Each copy gets the hidden temp names of its final names; the copies are made durable.
-        3. The temps are renamed to their final watch names; the watch folders are fsync'ed.
+        2. The copies are made durable.
+        3. Each copy gets its final watch names (hard links); the watch folders are fsync'ed.
         4. One transaction records the deliveries ``published`` and where each original goes.
         5. The originals move to the archive or the quarantine; one transaction finishes the rows.
 
@@ -313,38 +313,32 @@ class _Run:
             self.spare_copy(item)  # a duplicate: emptied before any of it is written back to the disk
 
     def write_copies(self, items: list[_Item]) -> None:
-        """Every item's copy under its temp names and made durable, then the renames and folder fsyncs.
+        """Every item's copy made durable, then published under its final names; the folder fsyncs.
 
         The copy of a file is one inode for all its engines (hard links; see
-        :mod:`~wordstream.staging.publish`): half the bytes to write and flush of a copy per engine.
-        A group of ``SYNCFS_FROM_FILES`` files or more is made durable by one flush per file system
-        (``syncfs``); a smaller one (a single file: what a wave of the staging loop finds under a
-        trickle) by an fsync of its copy. A ``syncfs`` also waits for every other writer's dirty data
-        on that file system (Spark's checkpoints and output, producers): 40 ms with 100 MB of it,
-        where the fsync of a small copy took well under a millisecond.
+        :mod:`~wordstream.staging.publish`): half the bytes to write and flush of a copy per engine,
+        and four directory entries to make per file where a temp copy per engine renamed took six.
+        A group of ``SYNCFS_FROM_FILES`` files or more is made durable by one flush of the file
+        system the copies are on (``syncfs``); a smaller one (a single file: what a wave of the
+        staging loop finds under a trickle) by an fsync of its copy. A ``syncfs`` also waits for
+        every other writer's dirty data on that file system (Spark's checkpoints and output,
+        producers): 40 ms with 100 MB of it, where the fsync of a small copy took well under a
+        millisecond.
         """
         written = [item for item in items if item.to_write]
         if not written:
             return
-        flush = HAS_SYNCFS and len(written) >= SYNCFS_FROM_FILES
-        for item in written:
-            assert item.copy is not None and item.copy_fd is not None
-            item.temps = place_copy(item.copy, [target.with_name(temp_name(target.name))
-                                                for target in item.to_write.values()])
-            item.copy = None
-            if not flush:
+        if HAS_SYNCFS and len(written) >= SYNCFS_FROM_FILES:
+            flush_filesystem(self.settings.watch(ENGINES[0]))  # where open_copy makes every copy
+        else:
+            for item in written:
+                assert item.copy_fd is not None
                 os.fsync(item.copy_fd)
-        folders = {target.parent for item in written for target in item.to_write.values()}
-        if flush:
-            devices: set[int] = set()
-            for folder in sorted(folders):
-                if (device := os.stat(folder).st_dev) not in devices:
-                    devices.add(device)
-                    flush_filesystem(folder)
         for item in written:
-            publish_temps(item.temps, list(item.to_write.values()))
-            item.temps = []
-        for folder in sorted(folders):
+            assert item.copy is not None
+            publish_copy(item.copy, list(item.to_write.values()))
+            item.copy = None
+        for folder in sorted({target.parent for item in written for target in item.to_write.values()}):
             fsync_dir(folder)  # the final names are durable before anything is recorded or archived
 
     def record(self, item: _Item) -> None:
@@ -484,12 +478,11 @@ class _Item:
     to_write: dict[Engine, Path] = field(default_factory=dict)  # engine -> final watch path to copy to
     copy: Path | None = None  # the copy written by validation, under its random hidden name
     copy_fd: int | None = None
-    temps: list[Path] = field(default_factory=list)
     status: FileStatus | None = None
     reason: str | None = None
 
     def drop_copy(self) -> None:
-        """Close the copy; remove it if it never got its temp names (the group failed half way)."""
+        """Close the copy; remove it if it was not published (the group failed half way)."""
         if self.copy_fd is not None:
             os.close(self.copy_fd)
             self.copy_fd = None
@@ -498,14 +491,11 @@ class _Item:
             self.copy = None
 
     def close(self) -> None:
-        """At the end of the group: close the files; remove what was not published."""
+        """At the end of the group: close the files; remove the copy if it was not published."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
         self.drop_copy()
-        for temp in self.temps:
-            temp.unlink(missing_ok=True)  # left only when the group failed half way
-        self.temps = []
 
 
 def _is_component(name: str) -> bool:
