@@ -217,11 +217,13 @@ def phase_note(runs: list[StreamRun], batch_seconds: float, lines: int) -> str:
     during = median([rate(r.during_rows, r.during_seconds) for r in runs if r.during_seconds])
     after = median([rate(r.after_rows, r.after_seconds) for r in runs if r.after_seconds])
     wait = median([r.first_wait_seconds for r in runs])
-    gaps = median([r.wall_seconds - r.busy_seconds - r.first_wait_seconds for r in runs])
+    # Between batches: what is left; the status' batch times lag the commits a little, so ~0 may
+    # come out slightly negative.
+    gaps = max(0.0, median([r.wall_seconds - r.busy_seconds - r.first_wait_seconds for r in runs]))
     return (f"Where the stream's wall-clock went (medians): {wait:.2f} s from the first file published "
             f"to its first batch (the 1 s trigger), {median([r.busy_seconds for r in runs]):.1f} s in "
-            f"batches, {gaps:.2f} s between them and to the status; its batches counted {during:,.0f} k "
-            f"lines/s while staging published and {after:,.0f} k lines/s after (the batch job: "
+            f"batches, {gaps:.1f} s between them; its batches counted {during:,.0f} k lines/s while "
+            f"staging published and {after:,.0f} k lines/s after (the batch job: "
             f"{rate(lines, batch_seconds):,.0f} k lines/s).")
 
 
