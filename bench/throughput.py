@@ -74,10 +74,8 @@ class StreamRun:
     staging_cpu_seconds: float  # CPU that staging took from the cores the stream runs on
     correct: bool
     first_wait_seconds: float = 0.0  # first file published -> first timed batch started
-    during_rows: int = 0  # rows (lines) of the batches that started while staging still published
-    during_seconds: float = 0.0
-    after_rows: int = 0  # ... and of those that started after the last file was published
-    after_seconds: float = 0.0
+    # per timed batch: rows (lines) in, seconds, and seconds of it while staging still published
+    batch_profile: tuple[tuple[int, float, float], ...] = ()
 
 
 def corpus_for(ctx: Context) -> tuple[Corpus, Corpus]:
@@ -177,24 +175,22 @@ def run_stream(ctx: Context, engine: Engine, corpus: Corpus, warmup: Corpus, wav
 
 
 def batch_phases(status: dict[str, Any], timed_ids: set[str], first: float, last: float) -> dict[str, Any]:
-    """Where the stream's wall-clock went: the wait for its first batch, and the rows per second of
-    its batches while staging still published next to those after (from the status' recent batches:
-    commit time and duration of each)."""
-    found: dict[str, Any] = {"first_wait_seconds": 0.0, "during_rows": 0, "during_seconds": 0.0,
-                             "after_rows": 0, "after_seconds": 0.0}
-    starts = []
+    """Where the stream's wall-clock went: the wait for its first batch, and each batch's rows, its
+    duration and how much of it ran while staging still published (from the status' recent
+    batches: commit time and duration of each)."""
+    profile = []
     for batch in status.get("recent_batches") or []:
         if str(batch.get("batch_id")) not in timed_ids:
             continue
         seconds = float(batch.get("batch_duration_ms") or 0) / 1000
-        started = epoch_of(batch["time"]) - seconds
-        starts.append(started)
-        phase = "during" if started < last else "after"
-        found[f"{phase}_rows"] += int(batch.get("input_rows") or 0)
-        found[f"{phase}_seconds"] += seconds
-    if starts:
-        found["first_wait_seconds"] = max(0.0, min(starts) - first)
-    return found
+        ended = epoch_of(batch["time"])
+        started = ended - seconds
+        overlap = max(0.0, min(ended, last) - max(started, first))
+        profile.append((started, int(batch.get("input_rows") or 0), seconds, overlap))
+    profile.sort()
+    wait = max(0.0, profile[0][0] - first) if profile else 0.0
+    return {"first_wait_seconds": wait,
+            "batch_profile": tuple((rows, seconds, overlap) for _, rows, seconds, overlap in profile)}
 
 
 def corpus_lines(corpus: Corpus) -> int:
@@ -207,24 +203,17 @@ def corpus_lines(corpus: Corpus) -> int:
 
 
 def phase_note(runs: list[StreamRun], batch_seconds: float, lines: int) -> str:
-    """The stream's wall-clock split into its phases, medians over the repeats."""
-    def median(values: list[float]) -> float:
-        return statistics.median(values) if values else float("nan")
-
-    def rate(rows: int, seconds: float) -> float:
-        return rows / seconds / 1000 if seconds > 0 else float("nan")
-
-    during = median([rate(r.during_rows, r.during_seconds) for r in runs if r.during_seconds])
-    after = median([rate(r.after_rows, r.after_seconds) for r in runs if r.after_seconds])
-    wait = median([r.first_wait_seconds for r in runs])
-    # Between batches: what is left; the status' batch times lag the commits a little, so ~0 may
-    # come out slightly negative.
-    gaps = max(0.0, median([r.wall_seconds - r.busy_seconds - r.first_wait_seconds for r in runs]))
-    return (f"Where the stream's wall-clock went (medians): {wait:.2f} s from the first file published "
-            f"to its first batch (the 1 s trigger), {median([r.busy_seconds for r in runs]):.1f} s in "
-            f"batches, {gaps:.1f} s between them; its batches counted {during:,.0f} k lines/s while "
-            f"staging published and {after:,.0f} k lines/s after (the batch job: "
-            f"{rate(lines, batch_seconds):,.0f} k lines/s).")
+    """The stream's wall-clock split into its phases, for the repeat of median wall-clock."""
+    run = sorted(runs, key=lambda r: r.wall_seconds)[len(runs) // 2]
+    batches = "; ".join(
+        f"{rows / seconds / 1000:,.0f} k lines/s over {seconds:.1f} s ({overlap:.1f} s of it with staging "
+        "publishing)" for rows, seconds, overlap in run.batch_profile if seconds > 0)
+    # Between batches: what is left; the status' batch times lag the commits a little.
+    gaps = max(0.0, run.wall_seconds - run.busy_seconds - run.first_wait_seconds)
+    return (f"Where the stream's wall-clock went (its median repeat, {run.wall_seconds:.1f} s): "
+            f"{run.first_wait_seconds:.2f} s from the first file published to its first batch (the 1 s "
+            f"trigger), {run.busy_seconds:.1f} s in {run.batches} batches, {gaps:.1f} s between them. Its "
+            f"batches, in order: {batches}; the batch job: {lines / batch_seconds / 1000:,.0f} k lines/s.")
 
 
 def combined(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
