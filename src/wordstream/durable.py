@@ -80,16 +80,6 @@ def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
-def copy_durably(source: Path, target: Path) -> None:
-    """``target`` (created or truncated) becomes a copy of ``source`` on disk: a new inode, mtime now."""
-    shutil.copyfile(source, target)  # in the kernel where it can (copy_file_range, sendfile)
-    fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def copy_atomically(source: Path, target: Path, mtime_ns: int | None = None) -> None:
     """Replace ``target`` by a durable copy of ``source`` (a file of its own), all at once.
 
@@ -98,16 +88,18 @@ def copy_atomically(source: Path, target: Path, mtime_ns: int | None = None) -> 
     link that must be touched without touching its other names. The caller fsyncs the folder.
     """
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
-    os.close(fd)
     try:
-        os.chmod(tmp, 0o644)
-        copy_durably(source, Path(tmp))
+        os.fchmod(fd, 0o644)
+        shutil.copyfile(source, tmp)  # into the same inode, in the kernel where it can (sendfile)
+        os.fsync(fd)
         if mtime_ns is not None:
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
 
 
 def unique_path(folder: Path, name: str) -> Path:
