@@ -3,9 +3,10 @@
 Staging runs as the DAG task runs it, in a process of its own (``python -m bench.staging_speed
 --probe``, which calls :func:`wordstream.staging.stage` once and reports its time and peak RSS).
 Every landing file is older than ``stable_seconds``, so the figures are the work itself: the
-scan, the 0.5 s stability re-check, validation and hashing, one copy per engine, made durable
-(one syncfs and two folder fsyncs per group of files) and renamed, the move to the archive and the
-ledger rows (three transactions per group).
+scan, the 0.5 s stability re-check, one read per file that validates, hashes and writes its copy,
+the copy linked into every engine's watch folder, made durable (one syncfs and two folder fsyncs per
+group of files) and renamed, the move to the archive and the ledger rows (three transactions per
+group).
 
 The baseline is the naive way to the same folders, a shell loop of ``cp`` and ``mv`` per file: copy
 to a hidden name in each engine's watch folder, rename, move the original to the archive. It
@@ -247,14 +248,15 @@ def measure(ctx: Context) -> Result:
                     f"{big_figure.median:.0f} MB (n={big_figure.n})",
     }
     result.notes.append("Staging publishes files in groups (at most 100 files or 64 MiB): per group one "
-                        "syncfs makes the two copies of every file durable, two folder fsyncs the renames, "
-                        "and three ledger transactions record the intents, the publications and the final "
-                        "statuses; the 0.5 s stability re-check is paid once per run.")
+                        "syncfs makes the copy of every file durable (one inode, hard-linked into both "
+                        "engines' watch folders), two folder fsyncs the renames, and three ledger "
+                        "transactions record the intents, the publications and the final statuses; the "
+                        "0.5 s stability re-check is paid once per run.")
     result.notes.append(f"Staging ran {repeats} times, the cp+mv loop {loop_repeats} time(s) (it spawns five "
                         "processes per file), alternating with staging's first run(s).")
     result.notes.append(f"The huge file runs with WORDSTREAM_MAX_FILE_BYTES={limit} (the default limit, "
-                        "256 MiB, would quarantine it unread). Fewer repeats for it: it writes "
-                        f"{3 * big / 1e9:g} GB per repeat.")
+                        "256 MiB, would quarantine it unread). Fewer repeats for it: it reads and "
+                        f"writes {big / 1e9:g} GB per repeat.")
     return result
 
 

@@ -10,9 +10,11 @@ keeps a backlog, and what is measured is what it sustains, not how fast it idles
 
 The baselines run on the same files with the same spark-submit settings (master, shuffle partitions,
 every ``Settings.spark_conf()`` value): a Spark batch job doing the engine's pipeline, and for P1 a
-single-thread ``collections.Counter``. Baselines and stream alternate repeat by repeat, so a change
-in machine load hits both sides of a ratio alike. The stream's totals are checked against the
-Counter's exact counts after every repeat: a fast wrong answer is no figure.
+single-thread ``collections.Counter`` with the same tokenizer rules (P1b, reported only: the batch
+job against it says what two cores give Spark here, not what the stream costs). Baselines and
+stream alternate repeat by repeat, so a change in machine load hits both sides of a ratio alike.
+The stream's totals are checked against the Counter's exact counts after every repeat: a fast wrong
+answer is no figure.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class StreamRun:
     staging_seconds: float  # time spent inside stage() for all waves
     staging_cpu_seconds: float  # CPU that staging took from the cores the stream runs on
     correct: bool
+    first_wait_seconds: float = 0.0  # first file published -> first timed batch started
+    # per timed batch: rows (lines) in, seconds, and seconds of it while staging still published
+    batch_profile: tuple[tuple[int, float, float], ...] = ()
 
 
 def corpus_for(ctx: Context) -> tuple[Corpus, Corpus]:
@@ -145,6 +150,7 @@ def run_stream(ctx: Context, engine: Engine, corpus: Corpus, warmup: Corpus, wav
               if entry.name.split("-", 1)[-1] in names]
     first, last = min(mtimes), max(mtimes)
     timed = batch_lines(log, engine)[warm_batches:]
+    phases = batch_phases(status, {str(b["id"]) for b in timed}, first, last)
     correct = True
     if expected is not None:
         totals = results.read_totals(settings.output(engine), results.SEMANTICS[engine])
@@ -155,7 +161,49 @@ def run_stream(ctx: Context, engine: Engine, corpus: Corpus, warmup: Corpus, wav
     return StreamRun(wall_seconds=done - first, busy_seconds=sum(b["ms"] for b in timed) / 1000,
                      batches=len(timed), publish_seconds=last - first, staging_seconds=staging_seconds,
                      staging_cpu_seconds=staging_cpu,
-                     correct=correct)
+                     correct=correct, **phases)
+
+
+def batch_phases(status: dict[str, Any], timed_ids: set[str], first: float, last: float) -> dict[str, Any]:
+    """Where the stream's wall-clock went: the wait for its first batch, and each batch's rows, its
+    duration and how much of it ran while staging still published (from the status' recent
+    batches: commit time and duration of each)."""
+    profile = []
+    for batch in status.get("recent_batches") or []:
+        if str(batch.get("batch_id")) not in timed_ids:
+            continue
+        seconds = float(batch.get("batch_duration_ms") or 0) / 1000
+        ended = epoch_of(batch["time"])
+        started = ended - seconds
+        overlap = max(0.0, min(ended, last) - max(started, first))
+        profile.append((started, int(batch.get("input_rows") or 0), seconds, overlap))
+    profile.sort()
+    wait = max(0.0, profile[0][0] - first) if profile else 0.0
+    return {"first_wait_seconds": wait,
+            "batch_profile": tuple((rows, seconds, overlap) for _, rows, seconds, overlap in profile)}
+
+
+def corpus_lines(corpus: Corpus) -> int:
+    """Lines of the corpus: the rows the structured stream reads (one per line)."""
+    total = 0
+    for path in corpus.files:
+        with path.open("rb") as handle:
+            total += sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    return total
+
+
+def phase_note(runs: list[StreamRun], batch_seconds: float, lines: int) -> str:
+    """The stream's wall-clock split into its phases, for the repeat of median wall-clock."""
+    run = sorted(runs, key=lambda r: r.wall_seconds)[len(runs) // 2]
+    batches = "; ".join(
+        f"{rows / seconds / 1000:,.0f} k lines/s over {seconds:.1f} s ({overlap:.1f} s of it with staging "
+        "publishing)" for rows, seconds, overlap in run.batch_profile if seconds > 0)
+    # Between batches: what is left; the status' batch times lag the commits a little.
+    gaps = max(0.0, run.wall_seconds - run.busy_seconds - run.first_wait_seconds)
+    return (f"Where the stream's wall-clock went (its median repeat, {run.wall_seconds:.1f} s): "
+            f"{run.first_wait_seconds:.2f} s from the first file published to its first batch (the 1 s "
+            f"trigger), {run.busy_seconds:.1f} s in {run.batches} batches, {gaps:.1f} s between them. Its "
+            f"batches, in order: {batches}; the batch job: {lines / batch_seconds / 1000:,.0f} k lines/s.")
 
 
 def combined(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -252,23 +300,23 @@ def measure(ctx: Context, engine: Engine) -> Result:
     result.checks.append(Check(">= 0.9x batch", result.ratios["stream / batch"] >= 0.9,
                                f"{result.ratios['stream / batch']:.2f}x"))
     if p1:
-        counter = Figure("Python Counter, 1 thread", "words/s", tuple(words / s for s in counter_s))
+        result.checks.append(Check("busy >= 0.95x batch", result.ratios["busy / batch"] >= 0.95,
+                                   f"{result.ratios['busy / batch']:.2f}x"))
+        counter = Figure("Python Counter, 1 thread (P1b)", "words/s", tuple(words / s for s in counter_s))
         result.baselines.append(counter)
-        result.ratios["stream / Counter"] = ratio(stream, counter)
-        result.extra.append(Figure("stream / Counter, paired by repeat", "x",
-                                   paired_ratios(stream.values, counter.values)))
-        result.checks.append(Check(">= 1.2x Counter", result.ratios["stream / Counter"] >= 1.2,
-                                   f"{result.ratios['stream / Counter']:.2f}x"))
-        # The ceiling: a stream does the batch job's work and more (state, commits), in pieces.
-        result.ratios["batch / Counter"] = ratio(batch, counter)
+        # P1b, reported only: what Spark's batch job makes of two cores next to one thread of Python.
+        result.ratios["P1b: batch / Counter (report only)"] = ratio(batch, counter)
+        result.extra.append(Figure("P1b: batch / Counter, paired by repeat", "x",
+                                   paired_ratios(batch.values, counter.values)))
     cpu = statistics.median(r.staging_cpu_seconds for r in runs)
     publishing = statistics.median(r.publish_seconds for r in runs)
     wall = statistics.median(r.wall_seconds for r in runs)
     result.notes.append(
         f"Staging published the waves over {publishing:.1f} s of the stream's {wall:.1f} s and used "
-        f"{cpu:.1f} s of CPU (hashing, UTF-8 checks, a copy per engine) on the same two cores; the "
-        "batch jobs read files staged beforehand. Median batches per stream run: "
-        f"{statistics.median(r.batches for r in runs):g}.")
+        f"{cpu:.1f} s of CPU (one read per file that validates, hashes and writes the copy both "
+        "engines' files link to, and its flush) on the same two cores; the batch jobs read files "
+        f"staged beforehand. Median batches per stream run: {statistics.median(r.batches for r in runs):g}.")
+    result.notes.append(phase_note(runs, statistics.median(batch_s), corpus_lines(corpus)))
     if not p1:
         result.notes.append("The DStream engine's own batch durations start after it has counted the "
                             "batch's lines, so 'busy' leaves out reading the files; the wall-clock "

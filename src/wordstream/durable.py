@@ -80,6 +80,28 @@ def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
+def copy_atomically(source: Path, target: Path, mtime_ns: int | None = None) -> None:
+    """Replace ``target`` by a durable copy of ``source`` (a file of its own), all at once.
+
+    Readers see the old ``target`` or the whole copy; the copy's mtime is now, or ``mtime_ns``.
+    ``source`` may be ``target`` itself: the file then gets an inode of its own, for example a hard
+    link that must be touched without touching its other names. The caller fsyncs the folder.
+    """
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)
+        shutil.copyfile(source, tmp)  # into the same inode, in the kernel where it can (sendfile)
+        os.fsync(fd)
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
 def unique_path(folder: Path, name: str) -> Path:
     """``folder/name``, or ``folder/<stem>-<n><suffix>`` if that entry already exists."""
     path = folder / name

@@ -1,14 +1,14 @@
-"""Drill: kill -9 of the staging process between copy and rename, and between rename and ledger update.
+"""Drill: kill -9 of staging between copy and publication, and between publication and ledger update.
 
-tests/unit/test_staging.py kills staging (``os._exit``) at twenty points and checks that the next run
-completes exactly once. Here the process SIGKILLs itself at the two points that matter most, and the
+tests/unit/test_staging.py kills staging (``os._exit``) at many points and checks that the next run
+completes exactly once. Here the process SIGKILLs itself at the points that matter most, and the
 drill looks at what it left behind before any recovery:
 
-* between copy and rename (before and after the syncfs or fsyncs that make the copies durable): the
-  copy exists only under its hidden temp name (no Spark source lists it), complete; the ledger holds
-  the intent (``publishing``);
-* between rename and ledger update: the final file is visible, whole, in every engine's folder; the
-  ledger still says ``publishing``, and the next run records it without copying it again.
+* between copy and publication (before and after the syncfs or fsync that makes the copy durable):
+  the copy, written by validation, exists only under its random hidden name in the first engine's
+  folder (no Spark source lists it), complete; the ledger holds the intents (``publishing``);
+* between publication and ledger update: the final file is visible, whole, in every engine's
+  folder; the ledger still says ``publishing``, and the next run records it without copying it again.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ data_dir, point = Path(sys.argv[1]), sys.argv[2]
 def killed(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
-if point == "before-flush":  # every temp file is written, not yet made durable by the group's syncfs
-    staging.run.SYNCFS_FROM_COPIES = 1
+if point == "before-flush":  # the copy is written, not yet made durable by the group's syncfs
+    staging.run.SYNCFS_FROM_FILES = 1
     staging.run.flush_filesystem = killed
-elif point == "before-fsync":  # the same where a group of one file fsyncs each copy
+elif point == "before-fsync":  # the same where a group of one file fsyncs its copy
     os.fsync = killed
-elif point == "before-rename":  # every temp file is written and made durable
-    staging.publish.os.replace = killed
-else:  # "before-ledger": the renames are done, record_published is next
+elif point == "before-link":  # the copy is durable; its final names (hard links) are next
+    os.link = killed
+else:  # "before-ledger": the final names are there, record_published is next
     Ledger.record_published = killed
 staging.stage(Settings(data_dir=data_dir, stable_seconds=0), progress=lambda line: None, recheck_seconds=0)
 """
@@ -87,11 +87,12 @@ def final_name() -> str:
     return staging.watch_name_for(hashlib.sha256(CONTENT).hexdigest(), "report.txt")
 
 
-@pytest.mark.parametrize("point", ["before-flush", "before-fsync", "before-rename"])
-def test_killed_between_copy_and_rename(settings: Settings, point: str) -> None:
+@pytest.mark.parametrize("point", ["before-flush", "before-fsync", "before-link"])
+def test_killed_between_copy_and_publication(settings: Settings, point: str) -> None:
     kill_staging_at(settings, point)
-    for engine in ENGINES:
-        assert entries(settings.watch(engine)) == {staging.names.temp_name(final_name()): CONTENT}
+    [copy] = settings.watch(ENGINES[0]).iterdir()
+    assert staging.is_temp_name(copy.name) and copy.read_bytes() == CONTENT
+    assert all(list(settings.watch(engine).iterdir()) == [] for engine in ENGINES[1:])
     assert delivery_states(settings) == dict.fromkeys(ENGINES, "publishing")
     assert (settings.landing / "report.txt").read_bytes() == CONTENT  # the original is untouched
 
@@ -99,11 +100,12 @@ def test_killed_between_copy_and_rename(settings: Settings, point: str) -> None:
     assert report.staged == 1 and report.published == dict.fromkeys(ENGINES, 1)
     for engine in ENGINES:
         assert entries(settings.watch(engine)) == {final_name(): CONTENT}
+    assert os.path.samefile(*(settings.watch(engine) / final_name() for engine in ENGINES))
     assert delivery_states(settings) == dict.fromkeys(ENGINES, "published")
     assert list(settings.landing.iterdir()) == []
 
 
-def test_killed_between_rename_and_ledger_update(settings: Settings) -> None:
+def test_killed_between_publication_and_ledger_update(settings: Settings) -> None:
     kill_staging_at(settings, "before-ledger")
     published = {}
     for engine in ENGINES:

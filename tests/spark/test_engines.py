@@ -7,6 +7,7 @@ mtime, rename into each engine's watch folder) while the streams run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -235,3 +236,39 @@ def test_a_failing_batch_is_logged_with_its_stack_traces(settings: Settings, tmp
     assert any(f"File exists: '{settings.output(engine)}'" in line for line in lines)  # the cause
     assert any(line.startswith(f"[wordstream {engine}] failed: ") for line in lines)
     assert control.read_status(settings.state, engine)["state"] == "failed"
+
+
+def test_a_dstream_new_epoch_counts_what_waits_and_never_makes_the_structured_engine_recount(
+        settings: Settings, tmp_path: Path) -> None:
+    """Staging publishes one inode to both engines. The DStream engine's first start gives the files
+    waiting for it a new mtime; the structured engine's names of them must keep theirs, or its source,
+    having forgotten a file older than its maxFileAge (7 days), reads it again."""
+    week_old = write_corpus(tmp_path / "old", files=2, seed=11)
+    recent = write_corpus(tmp_path / "new", files=2, seed=12)
+    publish(settings, week_old)
+    eight_days_ago = time.time() - 8 * 86_400
+    for path in settings.watch("structured").iterdir():  # one inode with the DStream engine's file
+        os.utime(path, (eight_days_ago, eight_days_ago))
+    publish(settings, recent)
+    expected = reference_counts(week_old + recent, "words")
+    structured = SparkApp("structured", settings, tmp_path / "s1.log", available_now=True).start()
+    assert structured.wait(300) == 0, structured.tail()
+    assert totals_via_cli(settings, "structured") == expected
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in settings.watch("structured").iterdir()}
+
+    dstream = SparkApp("dstream", settings, tmp_path / "d.log").start()
+    try:
+        dstream.wait_running()
+        extra = wait_for_totals(settings, "dstream", expected, dstream)  # and one batch more
+        assert dstream.stop_gracefully() == 0
+    finally:
+        dstream.cleanup()
+    watch = settings.watch("structured")
+    assert {name: ((watch / name).stat().st_ino, (watch / name).stat().st_mtime_ns)
+            for name in before} == before
+    assert not any(os.path.samefile(settings.watch("dstream") / name, settings.watch("structured") / name)
+                   for name in before)
+
+    structured = SparkApp("structured", settings, tmp_path / "s2.log", available_now=True).start()
+    assert structured.wait(300) == 0, structured.tail()
+    assert totals_via_cli(settings, "structured") == reference_counts([*week_old, *recent, extra], "words")

@@ -17,6 +17,7 @@ import pytest
 from support import write_structured_record
 
 from wordstream import control, maintenance, results, staging
+from wordstream.durable import copy_atomically
 from wordstream.ledger import Ledger
 from wordstream.maintenance import ResetError, cleanup, reset_engine
 from wordstream.settings import Settings
@@ -373,7 +374,10 @@ def test_cleanup_of_a_running_engine_expires_only_its_processed_watch_files(sett
     for engine in ("dstream", "structured"):
         for name in names:
             set_age(settings.watch(engine) / name, DAY)
-    set_age(settings.watch("dstream") / names[0], HOUR / 2)  # processed, but within the hour
+    # Processed, but within the hour; its own inode, as a new DStream epoch gives a waiting file
+    # (staging links one inode into both watch folders).
+    copy_atomically(settings.watch("dstream") / names[0], settings.watch("dstream") / names[0])
+    set_age(settings.watch("dstream") / names[0], HOUR / 2)
     temp = settings.watch("dstream") / ".x.txt.tmp"
     temp.write_bytes(b"half")
     set_age(temp, DAY)

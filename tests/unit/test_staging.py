@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from wordstream import control, staging
+from wordstream.engines import dstream
 from wordstream.ledger import Ledger
+from wordstream.maintenance import reset
 from wordstream.settings import ENGINES, Settings
 from wordstream.staging import StageReport, StagingError, stage
 
@@ -65,7 +68,7 @@ def hidden(folder: Path) -> list[str]:
 def edit_in_place_after_validation(monkeypatch: pytest.MonkeyPatch, path: Path,
                                    head: bytes) -> Callable[..., staging.validation.Inspection]:
     """Make a producer overwrite the start of ``path`` with ``head`` right after staging validated it,
-    keeping its size and mtime (only the copy's hash can tell). Returns the real validation."""
+    keeping its size and mtime (only its ctime can tell). Returns the real validation."""
     st = path.stat()
     validate = staging.validation.inspect_content
 
@@ -414,6 +417,7 @@ def dies_after(original):
 
 owner, attr = {
     "os.replace": (os, "replace"), "os.rename": (os, "rename"), "os.fsync": (os, "fsync"),
+    "os.link": (os, "link"),
     "os.write": (os, "write"), "flush_filesystem": (staging.run, "flush_filesystem"),
     "claim": (Ledger, "claim"), "record_published": (Ledger, "record_published"),
     "plan_move": (Ledger, "plan_move"), "finish": (Ledger, "finish"),
@@ -480,10 +484,11 @@ def assert_staged_exactly_once(settings: Settings) -> None:
     ("point", "allowed", "group"),
     # Groups of 3 files: the nine landing files make three groups (and the symlink one of its own),
     # so the crash points fall in every step of a group and between groups; 100: one group for all.
-    [("os.write", 3, 3), ("flush_filesystem", 0, 3), ("flush_filesystem", 1, 3), ("flush_filesystem", 0, 100),
+    [("os.write", 3, 3), ("os.link", 0, 3), ("os.link", 3, 3), ("os.link", 0, 100),
+     ("flush_filesystem", 0, 3), ("flush_filesystem", 1, 3), ("flush_filesystem", 0, 100),
      ("os.fsync", 0, 3), ("os.fsync", 1, 3), ("os.fsync", 3, 3), ("os.fsync", 5, 3), ("os.fsync", 1, 100),
-     ("os.replace", 0, 3), ("os.replace", 1, 3), ("os.replace", 2, 3), ("os.replace", 3, 3),
-     ("os.replace", 6, 3), ("os.replace", 6, 100), ("os.rename", 0, 3), ("os.rename", 1, 3),
+     ("os.replace", 0, 3), ("os.replace", 1, 3), ("os.replace", 2, 3), ("os.link", 1, 3),
+     ("os.link", 6, 3), ("os.link", 6, 100), ("os.link", 11, 100), ("os.rename", 0, 3), ("os.rename", 1, 3),
      ("os.rename", 2, 3), ("claim", 3, 3), ("claim", 3, 100), ("record_published", 0, 3),
      ("record_published", 5, 3), ("plan_move", 0, 3), ("plan_move", 2, 3), ("plan_move", 4, 3),
      ("plan_move", 4, 100), ("finish", 0, 3), ("finish", 1, 3), ("finish", 6, 3), ("finish", 6, 100)],
@@ -504,7 +509,7 @@ def test_a_crash_anywhere_is_completed_by_the_next_run(settings: Settings, point
 @pytest.mark.parametrize(
     ("point", "allowed"),
     # each run dies at its n-th call; n is large enough for one file to get through per run
-    [("os.replace", 1), ("record_published", 1), ("finish", 1), ("os.fsync", 4)],
+    [("os.link", 1), ("record_published", 1), ("finish", 1), ("os.fsync", 4)],
 )
 def test_crash_after_crash_still_converges(settings: Settings, point: str, allowed: int) -> None:
     land_crash_set(settings)
@@ -548,7 +553,7 @@ def test_a_landing_file_removed_after_a_crash_is_settled(settings: Settings) -> 
     assert all(len(visible(settings.watch(engine))) == 1 for engine in ENGINES)
 
 
-def test_bytes_changed_between_validation_and_copy_are_not_published(
+def test_bytes_changed_while_validated_are_not_published(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     path = land(settings, "edited.txt", b"version one\n")
     validate = edit_in_place_after_validation(monkeypatch, path, b"VERSION TWO\n")
@@ -561,20 +566,23 @@ def test_bytes_changed_between_validation_and_copy_are_not_published(
     assert list(visible(settings.watch("dstream")).values()) == [b"VERSION TWO\n"]
 
 
-def test_a_duplicate_of_a_file_that_changed_before_its_copy_waits_for_the_next_run(
+def test_a_file_with_the_content_of_a_file_that_changed_while_validated_is_published(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two names, one content, one group: the first is edited in place after validation, so the
-    second, deemed its duplicate, would be archived with its content published nowhere."""
+    """Two names, one content, one group: the first is edited in place while it is validated. The
+    change is seen before the ledger plans anything, so the second is no duplicate of it: it is
+    published, and the first, with its new content, by the next run."""
     first = land(settings, "first.txt", b"same words\n", age=120)
     land(settings, "second.txt", b"same words\n", age=60)
     validate = edit_in_place_after_validation(monkeypatch, first, b"SAME")
     report = run(settings)
-    assert report.skipped_unstable == 2 and report.handled == 0
-    assert all(list(settings.watch(engine).iterdir()) == [] for engine in ENGINES)
-    assert Ledger(settings.ledger).entries(5) == []
+    assert (report.staged, report.duplicates, report.skipped_unstable) == (1, 0, 1)
+    for engine in ENGINES:
+        assert list(visible(settings.watch(engine)).values()) == [b"same words\n"]
+        assert hidden(settings.watch(engine)) == []
+    assert [e["name"] for e in Ledger(settings.ledger).entries(5)] == ["second.txt"]
     monkeypatch.setattr(staging.run, "inspect_content", validate)
     report = run(settings)
-    assert (report.staged, report.duplicates) == (2, 0)
+    assert (report.staged, report.duplicates) == (1, 0)
     for engine in ENGINES:
         assert sorted(visible(settings.watch(engine)).values()) == [b"SAME words\n", b"same words\n"]
     assert list(settings.landing.iterdir()) == []
@@ -602,24 +610,126 @@ def test_many_files_are_published_in_groups_with_one_flush_each(
         assert hidden(settings.watch(engine)) == []
 
 
-def test_a_group_of_one_file_fsyncs_its_copies_instead_of_flushing_the_file_system(
+def test_a_group_of_one_file_fsyncs_its_copy_instead_of_flushing_the_file_system(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """A syncfs would also wait for every other writer's dirty data on the file system."""
     flushed: list[Path] = []
     monkeypatch.setattr(staging.run, "flush_filesystem", flushed.append)
-    synced: list[str] = []
+    synced: list[int] = []
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        synced.append(os.fstat(fd).st_ino)
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
     land(settings, "one.txt", b"a file on its own\n")
     assert run(settings).published == dict.fromkeys(ENGINES, 1)
     assert flushed == []
-    copies = sorted(Path(path).parent.name for path in synced if path.endswith(".tmp"))
-    assert copies == sorted(ENGINES)  # each engine's temp copy, before its rename
+    [copy] = {p.stat().st_ino for engine in ENGINES for p in settings.watch(engine).iterdir()}
+    assert synced.count(copy) == 1  # the one copy both engines' files are
+
+
+def test_one_copy_serves_every_engine_and_a_reset_of_one_leaves_the_other_alone(
+        settings: Settings) -> None:
+    """One write and one flush for both engines: their files are hard links of one inode. A reset
+    gives its engine's file back to landing as a copy, and staging publishes it again; the other
+    engine's file keeps its inode, its content and its mtime (the structured source reads a file
+    again whose mtime moved, once it has forgotten it)."""
+    settings = dataclasses.replace(settings, stable_seconds=0)  # given back, it is as old as its copy
+    land(settings, "shared.txt", b"words for both engines\n")
+    run(settings)
+    [structured] = settings.watch("structured").iterdir()
+    [dstream] = settings.watch("dstream").iterdir()
+    assert structured.name == dstream.name and os.path.samefile(structured, dstream)
+    assert structured.stat().st_nlink == 2
+    before = structured.stat()
+
+    reset.reset_engine(settings, "dstream", wait_timeout=1, progress=lambda _line: None)
+    given_back = settings.landing / "shared.txt"
+    assert list(settings.landing.iterdir()) == [given_back]
+    # A file of its own: a producer overwriting that landing name must not rewrite the other's file.
+    assert not os.path.samefile(given_back, structured) and structured.stat().st_nlink == 1
+    assert given_back.stat().st_mtime_ns == before.st_mtime_ns
+    report = run(settings)
+    assert report.published == {"structured": 0, "dstream": 1}
+    [republished] = settings.watch("dstream").iterdir()
+    assert republished.read_bytes() == b"words for both engines\n"
+    assert not os.path.samefile(republished, structured)
+    after = structured.stat()
+    assert (after.st_ino, after.st_mtime_ns, structured.read_bytes()) == (
+        before.st_ino, before.st_mtime_ns, b"words for both engines\n")
+
+
+def test_a_new_dstream_epoch_gives_shared_files_an_inode_of_their_own_before_touching_them(
+        settings: Settings) -> None:
+    """textFileStream skips files older than its start, so a new epoch gives the waiting files a new
+    mtime; the structured engine's name of a shared file keeps its inode and mtime."""
+    land(settings, "both.txt", b"for both engines\n", age=120)
+    run(settings)
+    (settings.watch("dstream") / "0123456789abcdef-own.txt").write_bytes(b"dstream only\n")
+    old = time.time() - 600
+    for path in settings.watch("dstream").iterdir():
+        os.utime(path, (old, old))
+    [structured] = settings.watch("structured").iterdir()
+    before = structured.stat()
+    own_inode = (settings.watch("dstream") / "0123456789abcdef-own.txt").stat().st_ino
+    started = time.time()
+
+    assert dstream.announce_waiting_files(settings.watch("dstream"), settings.state) == 2
+    after = structured.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_nlink) == (before.st_ino, before.st_mtime_ns, 1)
+    copied = settings.watch("dstream") / structured.name
+    assert copied.read_bytes() == b"for both engines\n" and copied.stat().st_ino != before.st_ino
+    own = settings.watch("dstream") / "0123456789abcdef-own.txt"
+    assert own.stat().st_ino == own_inode  # not shared: touched in place
+    assert all(p.stat().st_mtime >= started - 1 for p in (copied, own))
+    assert hidden(settings.watch("dstream")) == []
+
+
+def test_the_copies_of_duplicates_and_rejects_are_emptied_and_reused(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file created and removed per duplicate slows every later creation in the folder."""
+    land(settings, "first.txt", b"the same words\n", age=300)
+    run(settings)
+    opened: list[Path] = []
+    open_copy = staging.run.open_copy
+
+    def counted(folder: Path) -> tuple[int, Path]:
+        fd, path = open_copy(folder)
+        opened.append(path)
+        return fd, path
+
+    monkeypatch.setattr(staging.run, "open_copy", counted)
+    monkeypatch.setattr(staging.run, "GROUP_FILES", 5)
+    for i in range(5):
+        land(settings, f"again-{i}.txt", b"the same words\n", age=200 - i)
+        land(settings, f"latin-{i}.txt", b"caf\xe9\n", age=100 - i)
+    land(settings, "new.txt", b"new words, longer than the emptied copy before it\n", age=50)
+    report = run(settings)
+    assert (report.staged, report.duplicates, report.quarantined) == (1, 5, 5)
+    # A group's copies are written before the ledger says which are duplicates: five copies for the
+    # first group (the duplicates), emptied and reused by the rejects and by the last file.
+    assert len(opened) == 5
+    for engine in ENGINES:
+        assert sorted(visible(settings.watch(engine)).values()) == [
+            b"new words, longer than the emptied copy before it\n", b"the same words\n"]
+        assert hidden(settings.watch(engine)) == []
+
+
+def test_a_watch_folder_that_cannot_link_gets_a_copy_of_its_own(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folders on different file systems (or one without hard links): each engine gets its own copy."""
+    def no_link(_source: object, _target: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    land(settings, "apart.txt", b"two file systems\n")
+    assert run(settings).published == dict.fromkeys(ENGINES, 1)
+    files = [p for engine in ENGINES for p in settings.watch(engine).iterdir()]
+    assert [p.read_bytes() for p in files] == [b"two file systems\n"] * 2
+    assert not os.path.samefile(*files)
+    assert all(hidden(settings.watch(engine)) == [] for engine in ENGINES)
 
 
 # -- the sensor's observation ------------------------------------------------------------------------

@@ -34,12 +34,14 @@ from operator import add
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wordstream import results
+from wordstream import control, results
+from wordstream.durable import copy_atomically, fsync_dir
 from wordstream.engines import app_args, spark_probes
 from wordstream.engines.app_args import AppArgs
 from wordstream.engines.driver import Driver, check_epoch, spark_conf_defaults
 from wordstream.engines.keys import line_keys
 from wordstream.settings import Engine
+from wordstream.staging import STAGING_LOCK
 
 if TYPE_CHECKING:
     from pyspark import RDD, SparkContext
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 ENGINE: Engine = "dstream"
 SCHEMA = "key string, count long"
+ANNOUNCE_LOCK_WAIT_SECONDS = 120.0  # a staging wave holds the staging lock for seconds at most
 
 
 @dataclass
@@ -129,18 +132,31 @@ def sink(output: str) -> Any:
 
 
 # -- progress ------------------------------------------------------------------------------------
-def announce_waiting_files(watch: Path) -> int:
+def announce_waiting_files(watch: Path, state_dir: Path) -> int:
     """Give files already waiting in a fresh epoch's watch folder a new mtime, so they are counted.
 
     ``textFileStream`` takes only files modified after the stream started. A new epoch (first start,
-    or after a reset) would otherwise skip files staged before it came up. Only the mtime changes;
-    a recovered context needs none of this, since its down-time batches find those files.
+    or after a reset) would otherwise skip files staged before it came up. A recovered context needs
+    none of this, since its down-time batches find those files.
+
+    Staging publishes one inode to every engine (hard links): a new mtime on it would be a new mtime
+    on the structured engine's file too, which the structured source reads again once it has
+    forgotten it (past its ``maxFileAge``, 7 days, a file is new when ``timestamp >=
+    lastPurgeTimestamp`` and unseen). So a shared file is not touched: it is replaced by a copy of
+    its own (new inode, mtime now, renamed over it), and the other engine's name keeps the old inode
+    and mtime. This runs under the staging lock: staging, the only other writer of the folder,
+    removes hidden temp files. It costs a copy of the shared waiting files, once per epoch.
     """
     touched = 0
-    for path in sorted(watch.iterdir()):
-        if path.is_file() and not path.name.startswith((".", "_")):
-            os.utime(path)
-            touched += 1
+    with control.hold_lock(state_dir, STAGING_LOCK, wait_seconds=ANNOUNCE_LOCK_WAIT_SECONDS):
+        for path in sorted(watch.iterdir()):
+            if path.is_file() and not path.name.startswith((".", "_")):
+                if os.lstat(path).st_nlink > 1:
+                    copy_atomically(path, path)
+                else:
+                    os.utime(path)
+                touched += 1
+        fsync_dir(watch)
     return touched
 
 
@@ -165,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssc = StreamingContext.getOrCreate(str(args.checkpoint), lambda: pipeline(sc, args))
         ssc.start()
         if _RUN.fresh_epoch:
-            waiting = announce_waiting_files(args.watch)
+            waiting = announce_waiting_files(args.watch, args.state_dir)
             driver.log(f"new epoch: {waiting} files already waiting in {args.watch}")
         driver.running()
         # pyspark's stub types awaitTerminationOrTimeout as returning None; it returns "has it stopped".

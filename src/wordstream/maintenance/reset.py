@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from wordstream import Progress, control
-from wordstream.durable import fsync_dir, move_entry, unique_path, write_json_atomically
+from wordstream.durable import copy_atomically, fsync_dir, move_entry, unique_path, write_json_atomically
 from wordstream.engines import commits
 from wordstream.engines.spark_probes import CheckpointError
 from wordstream.ledger import Ledger
@@ -199,8 +199,23 @@ def empty_watch(settings: Settings, engine: Engine, processed: set[str], report:
                 name = original if original and _is_landing_name(original) else entry.name
                 if delivery is not None:
                     ledger.mark_returned(engine, entry.name)  # before the move: see the module docstring
-                move_entry(Path(entry.path), unique_path(settings.landing, name))
+                give_back(Path(entry.path), unique_path(settings.landing, name))
                 report.returned += 1
+
+
+def give_back(path: Path, dest: Path) -> None:
+    """Move a watch file to ``dest`` in landing, as a file of its own.
+
+    Staging publishes one inode to every engine (hard links), so a watch file may be the other
+    engine's file too: it is copied (mtime kept) and its watch name removed, never moved, or a
+    producer overwriting that landing name in place would rewrite the other engine's file.
+    """
+    st = os.lstat(path)
+    if st.st_nlink > 1:
+        copy_atomically(path, dest, mtime_ns=st.st_mtime_ns)
+        os.unlink(path)
+    else:
+        move_entry(path, dest)
 
 
 def _is_landing_name(name: str) -> bool:

@@ -14,32 +14,40 @@ task runs :func:`stage_until`, waves until a deadline, so one DAG run serves a s
    FIFOs, sockets and devices are never followed or opened: the entry itself is moved to quarantine.
    Directories are left alone (staging does not recurse) and named once per run in the progress
    output.
-2. **Validated while hashed**, in one streaming read of 1 MiB chunks: readable, non-empty, at most
-   ``max_file_bytes``, UTF-8 (incremental decoder, so a character split across chunks is fine), no NUL
-   byte, no line longer than ``max_line_bytes`` (an engine that gets one runs out of memory on every
-   retry). A reject goes to ``data/quarantine/<id>-<safe name>`` with ``<that name>.reason.txt``.
+2. **Validated while hashed and copied**, in one streaming read of 1 MiB chunks: readable, non-empty,
+   at most ``max_file_bytes``, UTF-8 (incremental decoder, so a character split across chunks is
+   fine), no NUL byte, no line longer than ``max_line_bytes`` (an engine that gets one runs out of
+   memory on every retry). The same read writes the copy to publish, under a hidden name in a watch
+   folder: the bytes published are the bytes hashed. A file written to while it was read (its
+   inode's ctime moved, which catches a producer who put size and mtime back) is left for a later
+   wave. A reject goes to ``data/quarantine/<id>-<safe name>`` with ``<that name>.reason.txt``; its
+   copy is removed.
 3. **Deduplicated by sha256**, per engine: content every engine already has (or had, processed) is a
    ``duplicate`` and is only archived. A delivery ``returned`` by a reset is published again to that
    engine only.
 4. **Published atomically**, a group of files at a time (up to ``GROUP_FILES`` files or
-   ``GROUP_BYTES``): copied into ``.<name>.tmp`` in the same watch folder, the copy hashed again and
-   compared with the validated content (a producer who rewrote the file in place is caught even when
-   size and mtime are kept), the group's copies made durable by one ``syncfs`` (an fsync per copy for a
-   group of one file, or where ``syncfs`` does not exist), mtime set to now (the DStream source ignores
-   files older than its remember window), renamed to ``<sha256[:16]>-<safe name>.txt``, and the watch
-   folders fsync'ed before anything is recorded as published or archived. Each engine gets its own copy,
-   not a hard link: linked files share one mtime, so touching one engine's file would touch the other's.
+   ``GROUP_BYTES``): the group's copies made durable by one ``syncfs`` (an fsync of the copy for a
+   group of one file, or where ``syncfs`` does not exist), each copy's mtime set to now (the DStream
+   source ignores files older than its remember window), then its final name
+   ``<sha256[:16]>-<safe name>.txt`` made in each engine's watch folder that needs it, by a hard link
+   (one inode, one write and one flush for every engine; a folder that cannot link gets a copy of
+   its own, renamed into place), and the watch folders fsync'ed before anything is recorded as
+   published or archived. A duplicate's copy is emptied before it is ever written back to the disk,
+   and reused. Linked files share one mtime and one content, so nothing may touch or move a
+   published file in place: a new DStream epoch gives a shared file an inode of its own before it
+   touches it, and a reset gives a shared file back to landing as a copy.
 5. **Archived**: the original moves to ``data/archive/<YYYY-MM-DD UTC>/<id>-<safe name>``.
 
 Crash safety: waves are serialised by ``data/state/staging.lock``, held for one wave (also taken by a
-reset while it empties a watch folder). The ledger records each intent before the file operation it
-announces (the intents of a group in one transaction, before any of its files is renamed or moved), and
+reset while it empties a watch folder, and by a new DStream epoch while it gives the waiting files a
+new mtime). The ledger records each intent before the file operation it announces (the intents of a
+group in one transaction, before any of its files is published or moved), and
 ``recover`` starts every wave by finishing what a dead one left: hidden temp files are removed (on the
 first wave of a run), a ``publishing`` delivery whose final watch file exists is recorded as published
 (never copied again), one without it is withdrawn, and a ``landed`` row whose original was already moved
 gets its final status. A landing file with an unfinished row is resumed, not taken for a duplicate.
-Final watch names appear only by rename of a complete, durable temp copy, so no partial file is ever
-visible under a name Spark reads, not even after a power cut.
+Final watch names appear only as links to (or renames of) a complete, durable copy, so no partial
+file is ever visible under a name Spark reads, not even after a power cut.
 
 Names: every name staging writes is built from the content hash and a sanitised copy of the landing
 name (only ``[A-Za-z0-9._-]``, bounded, never hidden), so no landing name can escape ``data_dir`` or

