@@ -43,7 +43,7 @@ from bench.common import (
 )
 from bench.corpus import Corpus, counter_word_count, decoded, write_corpus
 from wordstream import results
-from wordstream.settings import Engine, Settings
+from wordstream.settings import DEFAULT_BATCH_SECONDS, Engine, Settings
 from wordstream.staging import stage
 
 BATCH_SCRIPT = Path(__file__).with_name("spark_batch.py")
@@ -214,7 +214,7 @@ def measure(ctx: Context, engine: Engine) -> Result:
     words = corpus.total_words
     repeats = ctx.repeats_for(3)
     waves = ctx.size(WAVES, QUICK_WAVES)
-    batch_seconds = 1 if p1 else 2
+    batch_seconds = 1 if p1 else DEFAULT_BATCH_SECONDS[engine]  # P2: what stream_dstream runs with
     kind = "dataframe" if p1 else "rdd"
     ctx.say(f"{corpus.total_bytes / 1e6:.0f} MB, {words:,} words in {len(corpus.files)} files; "
             f"{repeats} repeats", result.id)

@@ -7,7 +7,8 @@ It reads the text files of the directory (those already there, then each new one
 lines with ``groupBy("value").count()`` and prints, after each micro-batch, the running totals of
 the lines that batch changed (output mode ``update``) as a ``Batch: N`` table from the console sink.
 Without a timeout it runs until stopped. Whole lines are keys, as ``--keys lines`` of
-``spark_apps/structured_wordcount.py``.
+``spark_apps/structured_wordcount.py``. With Spark's default 200 shuffle partitions the first batch
+takes a while on a small machine; ``--conf spark.sql.shuffle.partitions=4`` is what the engines use.
 
 Nothing here is durable: the console sink keeps its state in a temporary checkpoint, so a restart
 counts everything again from zero and nothing is written anywhere. That is what
