@@ -1,8 +1,9 @@
 """The tutorial's own code (``examples/``) and the engines in ``lines`` mode print the same counts.
 
-Each example runs under a real spark-submit with the engines' launcher environment
-(:func:`wordstream.spark_env.spark_env`), beside the matching engine (``--keys lines``, 1 s batches),
-over the same small files copied into both watch folders. The test reads only what each printed:
+Each example runs under a real spark-submit launched as the engines are (the environment of
+:func:`wordstream.spark_env.spark_env`, the engines' Spark settings: only the application differs),
+beside the matching engine (``--keys lines``, 1 s batches), over the same small files copied into
+both watch folders. The test reads only what each printed:
 DStream ``pprint()`` blocks (``Time: ...`` and ``('key', n)`` lines), and the console sink's
 ``Batch: N`` tables, which the structured engine draws with :func:`wordstream.results.show_string`.
 
