@@ -33,7 +33,7 @@ from typing import Any
 from bench.common import MASTER, Check, Context, Figure, Result, bench_settings, paired_ratios, ratio
 from bench.corpus import Corpus, counter_word_count, decoded, write_corpus
 from wordstream import results
-from wordstream.settings import Engine, Settings
+from wordstream.settings import DEFAULT_BATCH_SECONDS, Engine, Settings
 from wordstream.spark_env import submit_conf
 from wordstream.staging import stage
 from wordstream_dev.spark_submit import SparkSubmit, StreamApp
@@ -254,7 +254,7 @@ def measure(ctx: Context, engine: Engine) -> Result:
     words = corpus.total_words
     repeats = ctx.repeats_for(3)
     waves = ctx.size(WAVES, QUICK_WAVES)
-    batch_seconds = 1 if p1 else 2
+    batch_seconds = 1 if p1 else DEFAULT_BATCH_SECONDS[engine]  # P2: what stream_dstream runs with
     kind = "dataframe" if p1 else "rdd"
     ctx.say(f"{corpus.total_bytes / 1e6:.0f} MB, {words:,} words in {len(corpus.files)} files; "
             f"{repeats} repeats", result.id)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, Param
 
 from wordstream.orchestration.stream_operator import StreamSubmitOperator
-from wordstream.settings import ENGINES, stream_dag_id
+from wordstream.settings import ENGINES, Settings, stream_dag_id
 
 for engine in ENGINES:
     with DAG(
@@ -44,8 +44,8 @@ for engine in ENGINES:
         params={
             "keys": Param("words", type="string", enum=["words", "lines"], title="Keys",
                           description="words: split on whitespace; lines: each whole line is a key"),
-            "batch_seconds": Param(2, type="integer", minimum=1, maximum=3600, title="Batch seconds",
-                                   description="micro-batch interval"),
+            "batch_seconds": Param(Settings.from_env().batch_seconds_for(engine), type="integer", minimum=1,
+                                   maximum=3600, title="Batch seconds", description="micro-batch interval"),
             "timeout_seconds": Param(0, type="integer", minimum=0, title="Timeout (seconds)",
                                      description="stop gracefully after this long; 0 = run until stopped"),
         },

@@ -456,21 +456,48 @@ def _half_width(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2 + len(_FULL_WIDTH.findall(text))
 
 
-def show_string(columns: Sequence[str], rows: Sequence[Sequence[object]], total: int) -> str:
-    """``rows`` drawn as ``Dataset.show(truncate=False)`` draws them (the tutorial's console sink).
+# What show() escapes in a cell (SchemaUtils.escapeMetaCharacters); a backslash is left as it is.
+_META_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f", "\b": "\\b", "\x0b": "\\v",
+                 "\x07": "\\a"}
+_META = re.compile("[" + "".join(_META_ESCAPES) + "]")
 
-    ``total`` is the number of rows of the whole batch: more than shown adds Spark's footer line.
+
+def _cell(value: object, truncate: int) -> str:
+    """A value as show() writes it in a cell: escaped, then cut to ``truncate`` UTF-16 units."""
+    text = _META.sub(lambda match: _META_ESCAPES[match.group()], str(value))
+    units = text.encode("utf-16-le", "surrogatepass")
+    if truncate <= 0 or len(units) <= 2 * truncate:
+        return text
+    keep = truncate - 3 if truncate >= 4 else truncate
+    head = units[:2 * keep].decode("utf-16-le", "surrogatepass")
+    if "\ud800" <= head[-1] <= "\udbff":  # Java cuts a surrogate pair too; its half prints as "?"
+        head = head[:-1] + "?"
+    return head + ("..." if truncate >= 4 else "")
+
+
+def show_string(columns: Sequence[str], rows: Sequence[Sequence[object]], total: int,
+                truncate: int = 20) -> str:
+    """``rows`` drawn as ``Dataset.show(len(rows), truncate)`` draws them.
+
+    The default is the tutorial's console sink (``show(numRows, truncate=True)``): cells of more
+    than 20 characters cut to 17 and ``...``, right-aligned. ``truncate=0`` draws whole values,
+    left-aligned. Either way tabs and other control characters show escaped (``\\t``). ``total`` is
+    the number of rows of the whole batch: more than shown adds Spark's footer line.
     """
-    cells = [[str(value) for value in row] for row in rows]
+    header = [_cell(name, truncate) for name in columns]
+    cells = [[_cell(value, truncate) for value in row] for row in rows]
     widths = [max(3, _half_width(name), *(_half_width(row[i]) for row in cells))
-              for i, name in enumerate(columns)]
+              for i, name in enumerate(header)]
     rule = "+" + "+".join("-" * width for width in widths) + "+"
 
-    def line(values: Sequence[str]) -> str:
-        pairs = zip(values, widths, strict=True)
-        return "|" + "|".join(value + " " * (width - _half_width(value)) for value, width in pairs) + "|"
+    def pad(value: str, width: int) -> str:
+        gap = " " * (width - _half_width(value))
+        return gap + value if truncate > 0 else value + gap
 
-    drawn = "\n".join([rule, line(columns), rule, *(line(row) for row in cells), rule]) + "\n"
+    def line(values: Sequence[str]) -> str:
+        return "|" + "|".join(pad(value, width) for value, width in zip(values, widths, strict=True)) + "|"
+
+    drawn = "\n".join([rule, line(header), rule, *(line(row) for row in cells), rule]) + "\n"
     if total > len(rows):
         drawn += f"only showing top {len(rows)} {'row' if len(rows) == 1 else 'rows'}"
     return drawn

@@ -22,6 +22,11 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 SPARK_APPS_DIR = REPO_DIR / "spark_apps"
 
 
+# Each engine's micro-batch interval unless WORDSTREAM_BATCH_SECONDS or a run's Param sets one. DStream
+# keeps the tutorial's StreamingContext(sc, 1): measured at 1 s against 2 s (README, "The tutorial,
+# literally").
+DEFAULT_BATCH_SECONDS: dict[Engine, int] = {"structured": 2, "dstream": 1}
+
 STAGING_DAG_ID = "stage_incoming_files"
 MAINTENANCE_DAG_ID = "streaming_maintenance"
 
@@ -41,14 +46,19 @@ def check_engine(name: str) -> Engine:
     return name
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _env_optional_int(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return None
     try:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _env_optional_int(env, name)
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ class Settings:
     """Paths of the data flow and the knobs with their defaults."""
 
     data_dir: Path
-    batch_seconds: int = 2
+    batch_seconds: int | None = None  # both engines; None: each its DEFAULT_BATCH_SECONDS
     stable_seconds: int = 1
     # One staging DAG run stages in waves for this long (at most one run per this many seconds).
     staging_run_seconds: int = 60
@@ -78,7 +88,7 @@ class Settings:
         data_dir = Path(env.get("WORDSTREAM_DATA_DIR") or REPO_DIR / "data").resolve()
         return cls(
             data_dir=data_dir,
-            batch_seconds=_env_int(env, "WORDSTREAM_BATCH_SECONDS", cls.batch_seconds),
+            batch_seconds=_env_optional_int(env, "WORDSTREAM_BATCH_SECONDS"),
             stable_seconds=_env_int(env, "WORDSTREAM_STABLE_SECONDS", cls.stable_seconds),
             staging_run_seconds=_env_int(env, "WORDSTREAM_STAGING_RUN_SECONDS", cls.staging_run_seconds),
             staging_inotify=_env_int(env, "WORDSTREAM_STAGING_INOTIFY", cls.staging_inotify),
@@ -92,6 +102,10 @@ class Settings:
             ),
             spark_driver_host=env.get("WORDSTREAM_SPARK_DRIVER_HOST", ""),
         )
+
+    def batch_seconds_for(self, engine: Engine) -> int:
+        """The micro-batch interval ``engine`` runs with when a run does not ask for another."""
+        return self.batch_seconds or DEFAULT_BATCH_SECONDS[engine]
 
     # -- the folder layout (architecture.md) -------------------------------------------------
     @property

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Self
 
@@ -253,26 +254,29 @@ def log_tail(path: Path, lines: int = 25) -> str:
 
 
 class LoggedProcess:
-    """A command in a session (so a process group) of its own, its output appended to ``log``.
+    """A command in a session (so a process group) of its own, its output appended to ``log``
+    (its standard error to ``errors`` instead, when given: a printout read apart from the logging).
 
     The group is what stopping it means: whatever the command forks stays in the group, unless it
     starts a session of its own. Its own session also keeps a Ctrl-C in the terminal away from it.
     """
 
     def __init__(self, command: Sequence[str], log: Path, env: Mapping[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, errors: Path | None = None) -> None:
         self.command = list(command)
         self.log = log
+        self.errors = errors
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
-                                         start_new_session=True)
+        with ExitStack() as files:
+            out = files.enter_context(self.log.open("ab"))
+            err = files.enter_context(self.errors.open("ab")) if self.errors else subprocess.STDOUT
+            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         env=self.env, cwd=self.cwd, start_new_session=True)
         return self
 
     @property
@@ -316,7 +320,7 @@ class LoggedProcess:
         self.proc.wait(timeout=30)
 
     def tail(self, lines: int = 60) -> str:
-        return log_tail(self.log, lines)
+        return log_tail(self.errors or self.log, lines)
 
     def exited(self, what: str) -> str:
         """``<what> exited <code>; see <log>:`` and the log's tail: the message for a premature exit."""

@@ -50,7 +50,8 @@ class SparkSubmit(LoggedProcess):
 
     def __init__(self, app: str, args: Sequence[str] = (), *, log: Path, master: str = LOCAL_MASTER,
                  conf: Mapping[str, str] | None = None, driver_memory: str | None = None,
-                 data_dir: Path | None = None, env: Mapping[str, str] | None = None) -> None:
+                 data_dir: Path | None = None, env: Mapping[str, str] | None = None,
+                 errors: Path | None = None) -> None:
         environment = {**os.environ, **spark_env(os.environ), **(env or {})}
         if data_dir is not None:
             environment["WORDSTREAM_DATA_DIR"] = str(data_dir)
@@ -59,7 +60,7 @@ class SparkSubmit(LoggedProcess):
         self.master = master
         self.conf = dict(conf or {})
         self.driver_memory = driver_memory
-        super().__init__(self.build_command(), log, env=environment)
+        super().__init__(self.build_command(), log, env=environment, errors=errors)
 
     def build_command(self) -> list[str]:
         return spark_submit_command(self.app, self.args, master=self.master, conf=self.conf,

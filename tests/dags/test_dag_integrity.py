@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from wordstream.settings import DEFAULT_BATCH_SECONDS, Settings
+
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 APPROVED_TAGS = {"wordstream", "streaming", "staging", "maintenance"}
@@ -61,10 +63,13 @@ def test_streaming_dags_contract(dags) -> None:  # type: ignore[no-untyped-def]
         assert task.execution_timeout is None and task.retries >= 1
         assert task.application.endswith(f"spark_apps/{engine}_wordcount.py")
         assert {"keys", "batch_seconds", "timeout_seconds"} <= set(dag.params)
+        # The trigger form shows the interval the engine runs with (DStream: the tutorial's 1 s).
+        assert dag.params["batch_seconds"] == Settings.from_env().batch_seconds_for(engine)
         for name in dag.params:
             param = dag.params.get_param(name)
             assert param.schema.get("type") and param.schema.get("title"), name
             assert param.description, name
+    assert DEFAULT_BATCH_SECONDS == {"structured": 2, "dstream": 1}
 
 
 def test_staging_dag_contract(dags) -> None:  # type: ignore[no-untyped-def]

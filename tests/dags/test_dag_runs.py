@@ -165,15 +165,20 @@ def test_files_landed_while_a_staging_run_loops_are_staged_by_that_run(
 
 def test_stream_dag_with_timeout_counts_exactly(airflow: dict[str, str], settings: Settings,
                                                 tmp_path: Path) -> None:
+    """Files staged by the staging DAG, counted by each streaming DAG: structured words, and DStream
+    the tutorial's whole lines at the interval its trigger form offers (the tutorial's 1 s)."""
     corpus = write_corpus(tmp_path / "corpus", files=5, seed=31)
     for path in corpus:
         (settings.landing / path.name).write_bytes(path.read_bytes())
     run_dag(airflow, "stage_incoming_files", tmp_path / "stage.log")
-    for engine in ("structured", "dstream"):
+    confs: dict[str, dict[str, object]] = {"structured": {"keys": "words", "batch_seconds": 1},
+                                           "dstream": {"keys": "lines"}}
+    for engine, conf in confs.items():
         log = tmp_path / f"{engine}.log"
-        run_dag(airflow, f"stream_{engine}", log, {"timeout_seconds": 45, "batch_seconds": 1})
+        text = run_dag(airflow, f"stream_{engine}", log, {**conf, "timeout_seconds": 45})
+        assert f"--keys {conf['keys']} --batch-seconds 1 " in text, engine
         totals = results.read_totals(settings.output(engine), results.SEMANTICS[engine])
-        assert totals == reference_counts(corpus, "words"), engine
+        assert totals == reference_counts(corpus, str(conf["keys"])), engine
         status = control.read_status(settings.state, engine)
         assert status["state"] == "stopped" and status["reason"].startswith("timeout"), status
 

@@ -55,10 +55,14 @@ def test_text_source_line_endings(spark, tmp_path, mode: str) -> None:
     assert got == reference_counts([path], mode)
 
 
+@pytest.mark.parametrize("truncate", [20, 0])
 @pytest.mark.parametrize("shown", [3, 20])
-def test_console_print_draws_batches_as_spark_show_does(spark, capsys, shown: int) -> None:
-    """The structured sink prints each batch from its Parquet rows: it must look like Spark's show()."""
+def test_console_print_draws_batches_as_spark_show_does(spark, capsys, shown: int, truncate: int) -> None:
+    """The structured sink prints each batch from its Parquet rows: it must look like Spark's show(),
+    by default as the console sink calls it (cells cut to 20 characters)."""
     rows = [("the", 12), ("naïve", 3), ("日本語", 2), ("emoji🙂", 1), ("x", 1000000), ("", 7),
-            ("\uff46\uff55\uff4c\uff4c", 4), ("a" * 30, 2)]
-    spark.createDataFrame(rows, "key string, count long").show(shown, truncate=False)
-    assert results.show_string(("key", "count"), rows[:shown], len(rows)) + "\n" == capsys.readouterr().out
+            ("\uff46\uff55\uff4c\uff4c", 4), ("a" * 30, 2), ("tab\tand\x0bvt\x07bel\x0cff\x08bs", 5),
+            ("back\\slash", 6), ("🙂" * 9 + "abc", 8), ("日本語" * 7, 9), ("é" * 21, 10)]
+    spark.createDataFrame(rows, "key string, count long").show(shown, truncate=truncate)
+    drawn = results.show_string(("key", "count"), rows[:shown], len(rows), truncate=truncate)
+    assert drawn + "\n" == capsys.readouterr().out

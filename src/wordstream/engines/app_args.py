@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from wordstream.engines.keys import check_key_mode
-from wordstream.settings import KEY_MODES, Engine, KeyMode, Settings
+from wordstream.settings import KEY_MODES, Engine, KeyMode, Settings, check_engine
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class AppArgs:
     checkpoint: Path
     output: Path
     state_dir: Path
+    batch_seconds: int
     keys: KeyMode = "words"
-    batch_seconds: int = Settings.batch_seconds
     timeout: float | None = None  # absent: run until stopped
     available_now: bool = False  # structured only: process what is there, commit, exit 0
 
@@ -43,7 +43,7 @@ class AppArgs:
         return cls(
             watch=settings.watch(engine), checkpoint=settings.checkpoint(engine),
             output=settings.output(engine), state_dir=settings.state, keys=keys,
-            batch_seconds=batch_seconds or settings.batch_seconds, timeout=timeout or None,
+            batch_seconds=batch_seconds or settings.batch_seconds_for(engine), timeout=timeout or None,
             available_now=available_now,
         )
 
@@ -53,7 +53,7 @@ class AppArgs:
         return cls.for_engine(
             settings, engine,
             keys=check_key_mode(str(params.get("keys", "words"))),
-            batch_seconds=int(params.get("batch_seconds") or settings.batch_seconds),
+            batch_seconds=int(params.get("batch_seconds") or 0) or None,
             timeout=int(params.get("timeout_seconds") or 0) or None,
         )
 
@@ -87,7 +87,7 @@ def parse(engine: str, argv: Sequence[str] | None = None) -> AppArgs:
     parser.add_argument("--output", type=Path, required=True, help="Parquet results of this engine")
     parser.add_argument("--state-dir", type=Path, required=True, help="lock, stop marker, status, ledger")
     parser.add_argument("--keys", choices=KEY_MODES, default="words")
-    parser.add_argument("--batch-seconds", type=int, default=defaults.batch_seconds)
+    parser.add_argument("--batch-seconds", type=int, default=defaults.batch_seconds_for(check_engine(engine)))
     parser.add_argument("--timeout", type=float, default=None,
                         help="stop gracefully after this many seconds (absent: run until stopped)")
     parser.add_argument("--available-now", action="store_true",
