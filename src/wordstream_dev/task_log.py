@@ -47,8 +47,11 @@ class Split:
 
     def console_rows(self) -> list[int]:
         """Rows shown by each console print (table rows or tuples, without rules and footers)."""
-        return [sum(1 for r in block[3:] if r.text.startswith(("|", "(")) and not r.text.startswith("|key"))
-                for block in self.console_blocks]
+        def shown(block: list[Record]) -> int:
+            lines = [r.text for r in block[3:] if r.text.startswith(("|", "("))]
+            return len(lines) - (1 if lines and lines[0].startswith("|") else 0)  # a table's header
+
+        return [shown(block) for block in self.console_blocks]
 
 
 def split_console(records: Sequence[Record]) -> Split:

@@ -42,18 +42,20 @@ from wordstream.settings import Settings
 
 engine, point = sys.argv[1], sys.argv[2]
 settings = Settings.from_env()
-move_entry, given_back = reset.move_entry, []
+give_back, move_entry, given_back = reset.give_back, reset.move_entry, []
+
+def back(path, dest):  # a file given back to landing: moved, or copied when both engines share it
+    if point == "after-giving-back" and given_back:
+        os.kill(os.getpid(), signal.SIGKILL)
+    given_back.append(dest)
+    give_back(path, dest)
 
 def move(source, dest):
-    if dest.parent == settings.landing:
-        if point == "after-giving-back" and given_back:
-            os.kill(os.getpid(), signal.SIGKILL)
-        given_back.append(dest)
-    elif point == "after-checkpoint-moved" and dest.name == "output":
+    if point == "after-checkpoint-moved" and dest.name == "output":
         os.kill(os.getpid(), signal.SIGKILL)
     move_entry(source, dest)
 
-reset.move_entry = move
+reset.give_back, reset.move_entry = back, move
 reset.reset_engine(settings, engine, wait_timeout=60, progress=print)
 """
 
