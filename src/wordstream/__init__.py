@@ -3,7 +3,7 @@
 The runtime package, installed into every Python that runs the workflow: the Airflow DAGs and
 plugin, the Spark applications in ``spark_apps/`` and the ``wordstream`` command line. Only
 :mod:`wordstream.orchestration` imports Airflow, so the Spark driver and the CLI stay light.
-``docs/architecture.md`` maps the modules to the data flow.
+``docs/architecture.md`` maps the modules to the data flow ("Modules") and states the contracts.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The stop/status protocol of a streaming engine (architecture.md), in one place.
+"""The stop/status protocol of a streaming engine, in one place (docs/architecture.md, "Stop, status
+and locks").
 
 Files per engine in the state directory:
 

@@ -13,12 +13,13 @@ Two tables:
   ``moved_to`` (relative to the data directory) is written *before* the original is moved to the
   archive or the quarantine, so that a crash between the move and the final status can be finished.
 * ``deliveries`` — per content (sha256) and engine, the copy in that engine's watch folder. ``state``
-  goes ``publishing`` → ``published`` → ``processed`` (with the batch) or ``returned`` (a reset gave
-  the file back to landing; the next staging run publishes it again to that engine only). The
-  ``processed`` marks follow the engine's own commit record (:meth:`Ledger.reconcile`): a driver
-  marks each batch, but a mark can be late or lost, and only the record is the truth.
-  ``publishing`` is the intent written before the copy: staging resolves it on its next start by
-  looking for the final watch file, so a crash never publishes a content twice nor loses it.
+  goes ``publishing`` → ``published`` → ``processed`` (with the batch when a driver's mark set it;
+  none when :meth:`Ledger.reconcile` did) or ``returned`` (a reset gave the file back to landing;
+  the next staging run publishes it again to that engine only). The ``processed`` marks follow
+  the engine's own commit record (:meth:`Ledger.reconcile`): a driver marks each batch, but a mark
+  can be late or lost, and only the record is the truth.
+  ``publishing`` is the intent written before the copy: staging resolves it at the start of its
+  next wave by looking for the final watch file, so a crash never publishes a content twice nor loses it.
   ``file_id`` names the file row that published, which tells a resumed file from a duplicate.
 
 Timestamps are ISO 8601 UTC strings.

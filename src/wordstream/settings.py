@@ -107,7 +107,7 @@ class Settings:
         """The micro-batch interval ``engine`` runs with when a run does not ask for another."""
         return self.batch_seconds or DEFAULT_BATCH_SECONDS[engine]
 
-    # -- the folder layout (architecture.md) -------------------------------------------------
+    # -- the folder layout (docs/architecture.md, "Folders under data/") ----------------------
     @property
     def landing(self) -> Path:
         return self.data_dir / "landing"

@@ -1,4 +1,4 @@
-"""What a "word" is: the two key modes (architecture.md), as pure transforms.
+"""What a "word" is: the two key modes (docs/architecture.md, "Keys"), as pure transforms.
 
 * ``words`` — each line split on runs of ASCII whitespace ``[ \\t\\n\\v\\f\\r]``; empty tokens dropped;
   case and punctuation kept.
