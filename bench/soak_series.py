@@ -82,7 +82,7 @@ def series_specs(compact_batches: int) -> tuple[Series, ...]:
                    Cap(compact_batches + 30), "output folders"),
             Series(f"{engine}_snapshot_folders", f"{engine} snapshot= folders", "folders", Cap(2),
                    "output folders"),
-            Series(f"{engine}_watch_files", f"{engine} watch files", "files", PerFile(1.0), "watch files"),
+            Series(f"{engine}_watch_files", f"{engine} watch files", "files", PerFile(1.1), "watch files"),
             Series(f"{engine}_checkpoint_bytes", f"{engine} checkpoint", "B", PerFile(1024),
                    "checkpoint (MB)"),
             Series(f"{engine}_driver_rss", f"{engine} driver RSS (JVM + Python)", "B", Flat(1.25),
