@@ -9,11 +9,11 @@ Options::
     --work DIR       scratch folder, kept afterwards; generated corpora are reused from it
     --keep           keep the default temporary scratch folder (logs of every Spark and Airflow process)
 
-A full run takes about 18 minutes on two cores (P3 and P7 together 7, P1 and P2 3 each); the figures
-and their ratios are always taken in the same run, side by side, because the machine's load changes
-between runs. A full-size run also rewrites README's table from the saved results (:mod:`bench.readme`).
-P8, the soak (:mod:`bench.soak`), adds its own ``--minutes`` (30 by default) and runs alone with
-``python -m bench --only P8 --minutes 30``; it also saves a chart beside the JSON.
+A full run takes about 50 minutes on two cores (P8's soak 33, P3 and P7 together 7, P1 and P2 3
+each); the figures and their ratios are always taken in the same run, side by side, because the
+machine's load changes between runs. A full-size run also rewrites README's table (and soak block)
+from the saved results (:mod:`bench.readme`). P8, the soak (:mod:`bench.soak`), runs alone with
+``python -m bench --only P8``; it also saves a chart beside the JSON (``<run>-P8.png``).
 """
 
 from __future__ import annotations
