@@ -144,3 +144,14 @@ def test_checks_are_plain_checks() -> None:
 def _machine() -> dict[str, Any]:
     return {"cpus": 2, "memory_gb": 23.5, "python": "3.11", "pyspark": "4.2.0", "airflow": "3.3.2",
             "master": "local[2]", "spark_conf": {}, "knobs": {}}
+
+
+def test_the_soak_is_selectable_alone_and_a_short_one_is_shrunk() -> None:
+    from bench import __main__ as bench_main
+
+    short = bench_main.parse_args(["--only", "P8", "--minutes", "6"])
+    assert [ids for ids, _step in bench_main.plan(short.selected)] == [["P8"]]
+    assert bench_main.shrunk(short)  # like --quick: latest.* and README stay as they are
+    assert not bench_main.shrunk(bench_main.parse_args(["--only", "P8"]))
+    with pytest.raises(SystemExit):
+        bench_main.parse_args(["--only", "P8", "--minutes", "2"])
