@@ -68,8 +68,8 @@ class Series:
 def series_specs(compact_batches: int) -> tuple[Series, ...]:
     """Every series of the soak, in table order; ``compact_batches`` is the drivers' compaction interval."""
     shared = [
-        Series("task_log_bytes", "Airflow task logs", "B", PerFile(4096), "task logs (MB)"),
-        Series("task_log_files", "Airflow task log files", "files", PerFile(0.1), "task log files"),
+        Series("task_log_bytes", "Airflow logs folder", "B", PerFile(4096), "Airflow logs (MB)"),
+        Series("task_log_files", "Airflow log files", "files", PerFile(0.1), "Airflow log files"),
         Series("dag_runs", "DAG runs (REST total_entries)", "runs", PerFile(0.05), "DAG runs"),
         Series("metadb_bytes", "metadata DB", "B", PerFile(4096), "metadata DB (MB)"),
         Series("ledger_rows", "ledger rows (files + deliveries)", "rows", PerFile(3.5), "ledger rows"),
