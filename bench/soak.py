@@ -299,9 +299,10 @@ def run(ctx: Context, minutes: int) -> Soak:
                 time.sleep(pause)
             taken = sample(stack, api, feeder, minute)
             soak.samples.append(taken)
-            ctx.say(f"minute {minute}/{minutes}: {feeder.sent} files fed; " + ", ".join(
-                f"{e} totals {taken[f'{e}_totals_seconds']:.2f} s, {taken[f'{e}_batch_folders']:.0f} batch "
-                f"folders" for e in ENGINES) + f"; Airflow logs {taken['task_log_bytes'] / 2**20:.1f} MB", "P8")
+            engines = ", ".join(f"{e} totals {taken[f'{e}_totals_seconds']:.2f} s, "
+                                f"{taken[f'{e}_batch_folders']:.0f} batch folders" for e in ENGINES)
+            ctx.say(f"minute {minute}/{minutes}: {feeder.sent} files fed; {engines}; Airflow logs "
+                    f"{taken['task_log_bytes'] / 2**20:.1f} MB", "P8")
             if minute == soak.cleanup_minute:
                 soak.cleanup_start = time.time() - feeder.started
                 soak.cleanup_seconds, soak.cleanup_line = run_cleanup(stack, ctx.work / "soak-cleanup.log")
