@@ -22,12 +22,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from bench.common import Check, Context, Figure, Result, bench_settings, role
 from bench.corpus import counter_word_count, decoded, write_corpus
 from bench.latency import STAGING_DAG, Poller, Probe, stack_for, write_atomically
 from wordstream import control, results
+from wordstream.control import wait_for
 from wordstream.ledger import Ledger
 from wordstream.maintenance.folders import tree_bytes
 from wordstream.settings import DAG_IDS, ENGINES, Engine, Settings, stream_dag_id
@@ -122,7 +124,7 @@ def cli_totals(settings: Settings, engine: Engine) -> tuple[float, dict[str, int
     """``wordstream totals --engine E --format csv`` as a user runs it: its wall time and the totals."""
     command = [str(Path(sys.executable).parent / "wordstream"), "totals", "--engine", engine,
                "--format", "csv"]
-    env = {"PATH": str(Path(sys.executable).parent), "WORDSTREAM_DATA_DIR": str(settings.data_dir)}
+    env = {**os.environ, "WORDSTREAM_DATA_DIR": str(settings.data_dir)}
     began = time.monotonic()
     run = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=300)
     seconds = time.monotonic() - began
@@ -209,27 +211,20 @@ def run_cleanup(stack: Stack, log: Path) -> tuple[float, str]:
     return seconds, removed
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.5)
-
-
 def exact_totals(ctx: Context, settings: Settings, feeder: Feeder, expected: dict[str, int],
                  pollers: Mapping[Engine, Poller]) -> dict[Engine, str]:
     """Each engine's totals against the reference, then again after one more file was counted."""
     outcome: dict[Engine, str] = {}
     wait_for(lambda: all(p.visible is not None for probes in feeder.probes.values() for p in probes), 300,
-             "every fed file to be counted")
+             "every fed file to be counted", interval=0.5)
     first = {engine: cli_totals(settings, engine)[1] for engine in ENGINES}
     sentinel = f"soaksentinel{uuid.uuid4().hex[:8]}"
     probes = {engine: Probe(word=sentinel, path="airflow") for engine in ENGINES}
     for engine, poller in pollers.items():
         poller.expect(probes[engine])
     write_atomically(settings.landing, f"{sentinel}.txt", f"{sentinel} {sentinel}\n")
-    wait_for(lambda: all(p.visible is not None for p in probes.values()), 180, "the last file to be counted")
+    wait_for(lambda: all(p.visible is not None for p in probes.values()), 180, "the last file to be counted",
+             interval=0.5)
     again = {**expected, sentinel: 2}
     for engine in ENGINES:
         second = cli_totals(settings, engine)[1]
@@ -282,7 +277,7 @@ def run(ctx: Context, minutes: int) -> Soak:
         for engine in ENGINES:
             api.trigger_dag_run(stream_dag_id(engine), conf=STREAM_CONF, note="bench P8")
         wait_for(lambda: all(control.read_status(settings.state, e).get("state") == "running"
-                             for e in ENGINES), 300, "both streams to run")
+                             for e in ENGINES), 300, "both streams to run", interval=0.5)
         ctx.say("both streams running; feeding", "P8")
         pollers = {engine: Poller(settings.output(engine)) for engine in ENGINES}
         feeder = Feeder(list(corpus.files), settings.landing, pollers, RATE)
