@@ -342,9 +342,9 @@ def window_figures(soak: Soak, engine: str) -> tuple[Figure, Figure, float]:
     return first, last, window / 60
 
 
-def result_of(soak: Soak, compact_batches: int) -> Result:
+def result_of(soak: Soak, folder_caps: dict[str, int]) -> Result:
     result = Result("P8", "soak: the real stack at a steady rate, what grows, a cleanup halfway")
-    specs = soak_series.series_specs(compact_batches)
+    specs = soak_series.series_specs(folder_caps)
     for engine in ENGINES:
         verdict = soak.totals.get(engine, "not checked")
         result.checks.append(Check(f"{engine} totals exact at the end", verdict == "exact", verdict))
@@ -372,7 +372,7 @@ def result_of(soak: Soak, compact_batches: int) -> Result:
         "headline": "<br>".join([f"{soak.minutes} min at {RATE:g} files/s, {soak.files:,} files", *headline]),
         "baseline_headline": "<br>".join(baseline),
         "minutes": soak.minutes, "rate": RATE, "words_per_file": WORDS_PER_FILE, "files": soak.files,
-        "compact_batches": compact_batches, "taken_at": taken_at,
+        "batch_folder_caps": folder_caps, "taken_at": taken_at,
         "cleanup_minute": soak.cleanup_minute, "cleanup_start": soak.cleanup_start,
         "cleanup_end": soak.cleanup_end, "cleanup_seconds": soak.cleanup_seconds,
         "cleanup_line": soak.cleanup_line, "samples": soak.samples, "unseen": soak.unseen,
@@ -396,7 +396,8 @@ def _finite(value: float) -> float | None:
 
 def measure(ctx: Context, minutes: int | None = None) -> Result:
     minutes = minutes or ctx.size(MINUTES, QUICK_MINUTES)
-    compact = bench_settings(Path("/nonexistent")).compact_batches
+    settings = bench_settings(Path("/nonexistent"))
+    remember = math.ceil(settings.dstream_remember_seconds / settings.batch_seconds_for("dstream"))
     soak = run(ctx, minutes)
-    return result_of(soak, compact)
+    return result_of(soak, soak_series.batch_folder_caps(settings.compact_batches, remember))
 

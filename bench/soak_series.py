@@ -65,8 +65,16 @@ class Series:
     panel: str  # the chart's subplot it is drawn in
 
 
-def series_specs(compact_batches: int) -> tuple[Series, ...]:
-    """Every series of the soak, in table order; ``compact_batches`` is the drivers' compaction interval."""
+def batch_folder_caps(compact_batches: int, dstream_remember_batches: int, slack: int = 30) -> dict[str, int]:
+    """The most ``batch=`` folders each engine keeps: its driver folds every ``compact_batches``
+    batches all that are final, which for DStream leaves the remember window's batches; ``slack``
+    for the batches written while a compaction runs."""
+    return {"structured": compact_batches + slack,
+            "dstream": compact_batches + dstream_remember_batches + slack}
+
+
+def series_specs(folder_caps: Mapping[str, int]) -> tuple[Series, ...]:
+    """Every series of the soak, in table order; ``folder_caps`` is :func:`batch_folder_caps`'s."""
     shared = [
         Series("task_log_bytes", "Airflow logs folder", "B", PerFile(4096), "Airflow logs (MB)"),
         Series("task_log_files", "Airflow log files", "files", PerFile(0.1), "Airflow log files"),
@@ -79,7 +87,7 @@ def series_specs(compact_batches: int) -> tuple[Series, ...]:
     for engine in ENGINES:
         per_engine += [
             Series(f"{engine}_batch_folders", f"{engine} batch= folders", "folders",
-                   Cap(compact_batches + 30), "output folders"),
+                   Cap(folder_caps[engine]), "output folders"),
             Series(f"{engine}_snapshot_folders", f"{engine} snapshot= folders", "folders", Cap(2),
                    "output folders"),
             Series(f"{engine}_watch_files", f"{engine} watch files", "files", PerFile(1.1), "watch files"),
@@ -234,7 +242,7 @@ def _signed(value: float, unit: str) -> str:
 
 def block(details: Mapping[str, Any], checks: Sequence[Check], chart: str | None) -> str:
     """README's soak block from P8's row (its ``details`` and checks): the run, checks, table, chart."""
-    specs = series_specs(int(details["compact_batches"]))
+    specs = series_specs(details["batch_folder_caps"])
     samples = details["samples"]
     marks = "; ".join(f"{c.target}: **{'yes' if c.met else ('no' if c.met is False else 'n/a')}**"
                       + (f" ({c.detail})" if c.detail else "")
@@ -262,7 +270,7 @@ def draw(details: Mapping[str, Any], path: Path) -> Path:
     """The chart of P8's row (its ``details``) as a PNG at ``path``."""
     title = (f"P8 soak, {details['taken_at'][:16].replace('T', ' ')} UTC: {details['minutes']} min at "
              f"{details['rate']:g} files/s")
-    return chart(series_specs(int(details["compact_batches"])), details["samples"],
+    return chart(series_specs(details["batch_folder_caps"]), details["samples"],
                  float(details["cleanup_end"]), path, title)
 
 

@@ -51,6 +51,10 @@ def test_per_file_bound() -> None:
     assert broken.met is False and broken.detail == "4 rows a file"
 
 
+def test_dstream_keeps_its_remember_window_beside_the_compaction_interval() -> None:
+    assert soak_series.batch_folder_caps(100, 60) == {"structured": 130, "dstream": 190}
+
+
 def test_cap_bound_counts_only_what_follows_the_cleanup() -> None:
     series = Series("structured_batch_folders", "batch folders", "folders", Cap(130), "output folders")
     rows = samples({"structured_batch_folders": lambda minute, _f: 400 if minute <= 3 else 20 * minute})
@@ -92,12 +96,13 @@ def soak_result() -> Result:
     """A complete P8 row as :func:`bench.soak.result_of` makes it from a run's measurements."""
     run = soak.Soak(minutes=6, cleanup_minute=3, cleanup_start=181.0, cleanup_end=CLEANUP_END,
                     cleanup_seconds=9.0, cleanup_line="removed 0 rotated epochs", files=720)
-    specs = soak_series.series_specs(100)
+    caps = soak_series.batch_folder_caps(100, 60)
+    specs = soak_series.series_specs(caps)
     run.samples = samples({s.key: (lambda minute, files: 10.0 + files) for s in specs})
     run.latencies = {engine: [(t, 1.0 + (t % 7) / 10) for t in range(0, 360, 3)]
                      for engine in ("structured", "dstream")}
     run.totals = {"structured": "exact", "dstream": "3 words differ (of 50000)"}
-    return soak.result_of(run, 100)
+    return soak.result_of(run, caps)
 
 
 def test_the_row_checks_the_targets() -> None:
