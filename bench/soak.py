@@ -149,17 +149,22 @@ def dag_runs(api: AirflowClient) -> int:
                for dag_id in DAG_IDS)
 
 
-def log_stats(folder: Path) -> tuple[int, int]:
-    """Bytes and number of files under Airflow's logs folder."""
-    size = files = 0
+def log_stats(folder: Path) -> tuple[int, int, int]:
+    """Bytes of the stream tasks' logs and of the rest under Airflow's logs folder, and its files."""
+    streams = {f"dag_id={stream_dag_id(engine)}" for engine in ENGINES}
+    stream_bytes = other_bytes = files = 0
     for path in folder.rglob("*"):
         try:
             if path.is_file() and not path.is_symlink():
-                size += path.stat().st_size
+                size = path.stat().st_size
                 files += 1
         except FileNotFoundError:  # removed by the cleanup while walking
             continue
-    return size, files
+        if streams & set(path.relative_to(folder).parts):
+            stream_bytes += size
+        else:
+            other_bytes += size
+    return stream_bytes, other_bytes, files
 
 
 def ledger_rows(settings: Settings) -> int:
@@ -174,11 +179,12 @@ def sample(stack: Stack, api: AirflowClient, feeder: Feeder, minute: int) -> dic
     """Every series of :func:`bench.soak_series.series_specs` now (the latency is added afterwards)."""
     settings = stack.settings
     home = stack.instance.airflow_home
-    log_bytes, log_files = log_stats(home / "logs")
+    stream_logs, other_logs, log_files = log_stats(home / "logs")
     database = stack.instance.database
     found: dict[str, float] = {
         "minute": minute, "t": time.time() - feeder.started, "files": feeder.sent,
-        "task_log_bytes": log_bytes, "task_log_files": log_files, "dag_runs": dag_runs(api),
+        "stream_log_bytes": stream_logs, "other_log_bytes": other_logs, "log_files": log_files,
+        "dag_runs": dag_runs(api),
         "metadb_bytes": tree_bytes(database) + tree_bytes(database.with_name(database.name + "-wal")),
         "ledger_rows": ledger_rows(settings), "scheduler_rss": scheduler_rss(stack),
     }
@@ -297,7 +303,7 @@ def run(ctx: Context, minutes: int) -> Soak:
             engines = ", ".join(f"{e} totals {taken[f'{e}_totals_seconds']:.2f} s, "
                                 f"{taken[f'{e}_batch_folders']:.0f} batch folders" for e in ENGINES)
             ctx.say(f"minute {minute}/{minutes}: {feeder.sent} files fed; {engines}; Airflow logs "
-                    f"{taken['task_log_bytes'] / 2**20:.1f} MB", "P8")
+                    f"{(taken['stream_log_bytes'] + taken['other_log_bytes']) / 2**20:.1f} MB", "P8")
             if minute == soak.cleanup_minute:
                 soak.cleanup_start = time.time() - feeder.started
                 soak.cleanup_seconds, soak.cleanup_line = run_cleanup(stack, ctx.work / "soak-cleanup.log")
@@ -335,11 +341,11 @@ def window_figures(soak: Soak, engine: str) -> tuple[Figure, Figure, float]:
     window = min(LATENCY_WINDOW_MINUTES, soak.minutes / 3) * 60
     end = soak.minutes * 60
     pairs = soak.latencies.get(engine, [])
-    first = Figure(f"{engine}: landing -> counted, first {window / 60:g} min", "s",
+    first = Figure(f"{engine}: landing -> counted, first {window / 60:.3g} min", "s",
                    tuple(lat for sent, lat in pairs if sent < window), higher_is_better=False)
-    last = Figure(f"{engine}: landing -> counted, last {window / 60:g} min", "s",
+    last = Figure(f"{engine}: landing -> counted, last {window / 60:.3g} min", "s",
                   tuple(lat for sent, lat in pairs if sent >= end - window), higher_is_better=False)
-    return first, last, window / 60
+    return first, last, round(window / 60, 2)
 
 
 def result_of(soak: Soak, folder_caps: dict[str, int]) -> Result:
@@ -366,7 +372,6 @@ def result_of(soak: Soak, folder_caps: dict[str, int]) -> Result:
         baseline.append(f"{engine}: first {window:g} min p95 {first.percentile(95):.1f} s "
                         f"(p50 {first.percentile(50):.1f} s)")
     result.checks += bounds
-    result.figure = result.extra[1] if len(result.extra) > 1 else None
     taken_at = datetime.now(UTC).isoformat(timespec="seconds")
     result.details = {
         "headline": "<br>".join([f"{soak.minutes} min at {RATE:g} files/s, {soak.files:,} files", *headline]),
