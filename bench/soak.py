@@ -155,11 +155,12 @@ def log_stats(folder: Path) -> tuple[int, int, int]:
     stream_bytes = other_bytes = files = 0
     for path in folder.rglob("*"):
         try:
-            if path.is_file() and not path.is_symlink():
-                size = path.stat().st_size
-                files += 1
+            if not path.is_file() or path.is_symlink():
+                continue
+            size = path.stat().st_size
         except FileNotFoundError:  # removed by the cleanup while walking
             continue
+        files += 1
         if streams & set(path.relative_to(folder).parts):
             stream_bytes += size
         else:

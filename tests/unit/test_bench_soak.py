@@ -163,3 +163,14 @@ def test_the_soak_is_selectable_alone_and_a_short_one_is_shrunk() -> None:
     assert not bench_main.shrunk(bench_main.parse_args(["--only", "P8"]))
     with pytest.raises(SystemExit):
         bench_main.parse_args(["--only", "P8", "--minutes", "2"])
+
+
+def test_the_logs_folder_is_split_into_the_stream_tasks_and_the_rest(tmp_path: Path) -> None:
+    stream = tmp_path / "dag_id=stream_dstream" / "run_id=r1" / "task_id=run_stream"
+    staging = tmp_path / "dag_id=stage_incoming_files" / "run_id=r2" / "task_id=stage_files"
+    processor = tmp_path / "dag_processor" / "2026-12-01"
+    for folder, size in ((stream, 700), (staging, 50), (processor, 9)):
+        folder.mkdir(parents=True)
+        (folder / "attempt=1.log").write_bytes(b"x" * size)
+    (tmp_path / "latest").symlink_to(processor)
+    assert soak.log_stats(tmp_path) == (700, 59, 3)
