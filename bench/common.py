@@ -35,6 +35,7 @@ class Context:
     work: Path
     quick: bool = False
     repeats: int | None = None  # None: each measurement's own default
+    soak_minutes: int | None = None  # P8's length; None: its default
     started: float = field(default_factory=time.monotonic)
 
     def say(self, message: str, tag: str = "bench") -> None:

@@ -30,7 +30,7 @@ def test_rewriting_replaces_the_block_only_and_twice_is_once(tmp_path: Path) -> 
 
 
 def test_a_readme_without_the_markers_is_refused() -> None:
-    with pytest.raises(readme.ReadmeError, match="no benchmark block"):
+    with pytest.raises(readme.ReadmeError, match="no generated block"):
         readme.rewritten("# no markers here\n", "figures\n")
     with pytest.raises(readme.ReadmeError, match="no saved results"):
         readme.load(Path("/nonexistent/latest.json"))
