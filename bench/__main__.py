@@ -4,7 +4,7 @@ Options::
 
     --quick          every measurement shrunk (small corpora, one repeat): for developing
     --only P1,P3     run only these measurements
-    --minutes N      P8's soak length (default 30; fewer counts as a shrunk run, like --quick)
+    --minutes N      P8's soak length (default 30; under 10 counts as a shrunk run, like --quick)
     --repeats N      override every measurement's number of repeats
     --work DIR       scratch folder, kept afterwards; generated corpora are reused from it
     --keep           keep the default temporary scratch folder (logs of every Spark and Airflow process)
@@ -122,10 +122,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def shrunk(args: argparse.Namespace) -> bool:
-    """A run whose sizes are not the real ones: ``--quick``, or a soak shorter than its default."""
-    from bench.soak import MINUTES
+    """A run whose sizes are not the real ones: ``--quick``, or a soak too short to show a trend
+    after its cleanup (under ``SAVED_MINUTES``; a saved soak names its length in its headline)."""
+    from bench.soak import SAVED_MINUTES
 
-    return bool(args.quick or (args.minutes is not None and args.minutes < MINUTES))
+    return bool(args.quick or (args.minutes is not None and args.minutes < SAVED_MINUTES))
 
 
 def soak_outputs(results: list[Result], json_path: Path, merged: bool, ctx: Context) -> None:

@@ -52,6 +52,7 @@ from wordstream_dev.stack import Stack
 
 MINUTES = 30
 QUICK_MINUTES = 4
+SAVED_MINUTES = 10  # shorter soaks are development runs: never saved as the latest figures
 RATE = 2.0  # files a second
 WORDS_PER_FILE = 2000
 FILE_BYTES = 10_000  # about 2,000 words of the corpus (2,581 words in 13,000 bytes)
