@@ -83,7 +83,7 @@ def created_with(args: AppArgs) -> dict[str, Any]:
 def mismatch(args: AppArgs, fixed: Mapping[str, Any]) -> str | None:
     """The refusal's one line, or None when the run asks for what the checkpoint has."""
     asked = {"keys": args.keys, **args.knobs()}
-    differ = [name for name, value in fixed.items() if name in asked and asked[name] != value]
+    differ = [name for name, value in asked.items() if name in fixed and fixed[name] != value]
     if not differ:
         return None
     was = " ".join(_flag(name, fixed[name]) for name in differ)
