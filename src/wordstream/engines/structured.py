@@ -159,7 +159,7 @@ def next_trigger(now: float, interval: float) -> float:
     return (now // interval + 1) * interval
 
 
-def stop(query: StreamingQuery, interval: float, patience: float = STOP_PATIENCE_SECONDS) -> None:
+def stop(query: StreamingQuery, interval: float, patience: float = STOP_PATIENCE_SECONDS) -> bool:
     """Stop the query between two triggers, never during one.
 
     Structured Streaming has no graceful stop: ``query.stop()`` interrupts whatever the query thread
@@ -170,13 +170,17 @@ def stop(query: StreamingQuery, interval: float, patience: float = STOP_PATIENCE
     :data:`QUIET_SECONDS` (a quarter of a short interval), and the next boundary at least a margin
     away; ``stop()`` then ends a sleep.
     A query whose batches leave no such gap is stopped after ``patience`` seconds as Spark stops it
-    (the interrupted batch runs again on restart and replaces its folder).
+    (the interrupted batch runs again on restart and replaces its folder). Returns False then.
     """
     margin = min(STOP_MARGIN_SECONDS, interval / 4)
     quiet = min(QUIET_SECONDS, interval / 4)
     deadline = time.monotonic() + patience
     quiet_since: float | None = None
-    while query.isActive and time.monotonic() < deadline:
+    between = True
+    while query.isActive:
+        if time.monotonic() >= deadline:
+            between = False
+            break
         now = time.time()
         if query.status.get("isTriggerActive"):
             quiet_since = None
@@ -186,6 +190,7 @@ def stop(query: StreamingQuery, interval: float, patience: float = STOP_PATIENCE
             break
         time.sleep(SAMPLE_SECONDS)
     query.stop()
+    return between
 
 
 # -- the application -----------------------------------------------------------------------------
@@ -201,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason = driver.run_until_stopped(lambda seconds: bool(query.awaitTermination(seconds)))
             if reason != "terminated":
                 driver.stopping()
-                stop(query, args.batch_seconds)
+                if not stop(query, args.batch_seconds):
+                    driver.log(f"no gap between triggers in {STOP_PATIENCE_SECONDS:g} s: stopped as Spark "
+                               "stops a query (the batch it interrupted runs again on restart)")
             if query.exception() is not None:
                 raise RuntimeError(f"streaming query failed: {query.exception()}")
         finally:
