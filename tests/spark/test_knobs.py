@@ -88,3 +88,25 @@ def test_a_knob_the_checkpoint_fixed_is_refused_and_the_checkpoint_is_left_alone
     again = SparkApp("structured", settings, tmp_path / "again.log", available_now=True).start()
     assert again.wait(300) == 0, again.tail()
     assert totals_via_cli(settings, "structured") == reference_counts(corpus + more, "words")
+
+
+def test_a_dstream_epoch_refuses_another_remember_window(settings: Settings, tmp_path: Path) -> None:
+    """A recovered StreamingContext keeps the remember window of its serialized graph: the driver's
+    own record refuses another one (exit 3, one line), checkpoint untouched."""
+    corpus = write_corpus(tmp_path / "corpus", files=1, seed=64)
+    publish(settings, corpus)
+    first = SparkApp("dstream", settings, tmp_path / "first.log", timeout=10).start()
+    assert first.wait(300) == 0, first.tail()
+    checkpoint = settings.checkpoint("dstream")
+    assert any(path.name.startswith("checkpoint-") for path in checkpoint.iterdir())
+    before = checkpoint_files(checkpoint)
+    window = settings.dstream_remember_seconds
+    refused = SparkApp("dstream", settings, tmp_path / "refused.log", remember_seconds=window + 1).start()
+    assert refused.wait(120) == 3, refused.tail()
+    said = [line for line in refused.log.read_text().splitlines()
+            if line.strip() and not line.startswith("WARNING: Using incubator modules")]
+    assert len(said) == 1 and said[0].startswith(
+        f"dstream: refusing to start: checkpoint {checkpoint} was created with --remember-seconds "
+        f"{window}, which Spark cannot change in place; reset the engine to run with --remember-seconds "
+        f"{window + 1} "), said
+    assert checkpoint_files(checkpoint) == before
