@@ -203,3 +203,11 @@ def test_each_dag_offers_its_own_engines_knobs_within_the_apps_bounds(settings: 
     else:
         assert accepted("remember_seconds", 1) and not accepted("remember_seconds", 0)
         assert not accepted("remember_seconds", app_args.REMEMBER_SECONDS_RANGE[1] + 1)
+
+
+def test_a_structured_knob_asked_of_dstream_reaches_the_app_which_refuses_it(
+        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    asked = AppArgs.for_engine(settings, "dstream", available_now=True, max_files_per_trigger=2)
+    line = refused("dstream", asked.to_argv(), capsys)
+    assert line == ("dstream_wordcount.py: error: --available-now is supported by the structured engine "
+                    "only; --max-files-per-trigger is supported by the structured engine only"), line

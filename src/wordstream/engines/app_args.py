@@ -148,14 +148,15 @@ class AppArgs:
         ]
         if self.timeout:
             argv += ["--timeout", f"{self.timeout:g}"]
-        if self.engine == "dstream":
-            return [*argv, "--remember-seconds", str(self.remember_seconds)]
+        # What a run asked for goes on the line even for the other engine, for the app to refuse.
         if self.available_now:
             argv.append("--available-now")
         if self.max_files_per_trigger is not None:
             argv += ["--max-files-per-trigger", str(self.max_files_per_trigger)]
         if self.max_bytes_per_trigger is not None:
             argv += ["--max-bytes-per-trigger", str(self.max_bytes_per_trigger)]
+        if self.engine == "dstream":
+            return [*argv, "--remember-seconds", str(self.remember_seconds)]
         return [*argv, "--state-store", self.state_store,
                 "--shuffle-partitions", str(self.shuffle_partitions)]
 
