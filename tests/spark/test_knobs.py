@@ -29,7 +29,7 @@ def test_max_files_per_trigger_reads_one_file_per_batch(settings: Settings, tmp_
                    max_files_per_trigger=1).start()
     try:
         app.wait_running()
-        extra = wait_for_totals(settings, "structured", reference_counts(corpus, "words"), app)
+        wait_for_totals(settings, "structured", reference_counts(corpus, "words"), app)
         status = app.status()
         assert app.stop_gracefully() == 0, app.tail()
     finally:
