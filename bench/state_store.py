@@ -25,6 +25,7 @@ from bench.common import Check, Context, Figure, Result, RssSampler, bench_setti
 from bench.corpus import Corpus, distinct_words_corpus
 from bench.throughput import batch_lines, publish
 from wordstream import results
+from wordstream.settings import StateStore
 from wordstream_dev.spark_submit import StreamApp
 
 KEYS = 1_000_000
@@ -32,11 +33,7 @@ QUICK_KEYS = 100_000
 LOAD_FILES = 4
 UPDATE_FILES = 3
 DRIVER_MEMORY = "1g"
-PROVIDERS = {
-    "HDFS-backed (Spark default)":
-        "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider",
-    "RocksDB": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
-}
+PROVIDERS: dict[str, StateStore] = {"HDFS-backed (Spark default)": "hdfs", "RocksDB": "rocksdb"}
 SEED = 1_000_003
 
 
@@ -73,17 +70,16 @@ def corpora(ctx: Context, keys: int) -> tuple[Corpus, Corpus]:
     return corpus(recorded["load"]), corpus(recorded["update"])
 
 
-def run_provider(ctx: Context, label: str, provider_class: str, load: Corpus, update: Corpus,
+def run_provider(ctx: Context, label: str, store: StateStore, load: Corpus, update: Corpus,
                  repeat: int) -> StateRun:
     run = StateRun(label)
-    short = "hdfs" if "HDFS" in provider_class else "rocksdb"
-    root = ctx.fresh_dir(f"state-{short}-r{repeat}")
+    root = ctx.fresh_dir(f"state-{store}-r{repeat}")
     settings = bench_settings(root / "data")
     settings.data_dir.mkdir(parents=True)
     settings.ensure_dirs()
     log = root / "driver.log"
-    conf = {"spark.sql.streaming.stateStore.providerClass": provider_class}
-    app = StreamApp("structured", settings, log, batch_seconds=1, conf=conf, driver_memory=DRIVER_MEMORY)
+    app = StreamApp("structured", settings, log, batch_seconds=1, driver_memory=DRIVER_MEMORY,
+                    state_store=store)  # the app's --state-store: it wins over any --conf
     try:
         with app:
             app.wait_running()
@@ -121,8 +117,8 @@ def measure(ctx: Context) -> Result:
             f"of {keys // 10:,} keys; {repeats} run(s) per provider", result.id)
     runs: dict[str, list[StateRun]] = {label: [] for label in PROVIDERS}
     for repeat in range(1, repeats + 1):
-        for label, provider_class in PROVIDERS.items():
-            runs[label].append(run_provider(ctx, label, provider_class, load, update, repeat))
+        for label, store in PROVIDERS.items():
+            runs[label].append(run_provider(ctx, label, store, load, update, repeat))
     figures: dict[str, Figure] = {}
     for label, provider_runs in runs.items():
         ok = [r for r in provider_runs if r.survived]

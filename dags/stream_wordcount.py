@@ -12,17 +12,21 @@ The task runs until the stream is stopped. A graceful stop (`streaming_maintenan
 retried and recovers from its checkpoint with exact totals. Marking the task failed or clearing it
 stops the driver: no Spark process outlives the task.
 
-Trigger form: **keys** (`words`, or `lines` for the tutorial's whole-line keys), **batch_seconds**,
-**timeout_seconds** (0 = run until stopped). Results: `wordstream totals --engine <engine>`.
+Trigger form: **keys** (`words`, or `lines` for the tutorial's whole-line keys), **batch_seconds**
+(structured: from 0.25 s; DStream: whole seconds), **timeout_seconds** (0 = run until stopped), and
+each engine's scale knobs: structured **max_files_per_trigger** or **max_bytes_per_trigger**,
+**state_store**, **shuffle_partitions**; DStream **remember_seconds**. A knob its checkpoint fixed
+(state store, shuffle partitions, DStream interval and remember window) is refused with a one-line
+message until the engine is reset. Results: `wordstream totals --engine <engine>`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
-from wordstream.orchestration.stream_operator import StreamSubmitOperator
+from wordstream.orchestration.stream_operator import StreamSubmitOperator, stream_params
 from wordstream.settings import ENGINES, Settings, stream_dag_id
 
 for engine in ENGINES:
@@ -41,14 +45,7 @@ for engine in ENGINES:
             "retry_delay": timedelta(seconds=20),
             "execution_timeout": None,
         },
-        params={
-            "keys": Param("words", type="string", enum=["words", "lines"], title="Keys",
-                          description="words: split on whitespace; lines: each whole line is a key"),
-            "batch_seconds": Param(Settings.from_env().batch_seconds_for(engine), type="integer", minimum=1,
-                                   maximum=3600, title="Batch seconds", description="micro-batch interval"),
-            "timeout_seconds": Param(0, type="integer", minimum=0, title="Timeout (seconds)",
-                                     description="stop gracefully after this long; 0 = run until stopped"),
-        },
+        params=stream_params(engine, Settings.from_env()),
     ) as dag:
         StreamSubmitOperator(task_id="run_stream", engine=engine)
     globals()[dag.dag_id] = dag

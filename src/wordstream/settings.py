@@ -17,6 +17,13 @@ Engine = Literal["structured", "dstream"]
 ENGINES: tuple[Engine, ...] = ("structured", "dstream")
 KeyMode = Literal["words", "lines"]
 KEY_MODES: tuple[KeyMode, ...] = ("words", "lines")
+StateStore = Literal["rocksdb", "hdfs"]
+# The structured engine's state store: RocksDB (off-heap, each commit writes the changed keys) or
+# Spark's default, the HDFS-backed store (every key on the JVM heap).
+STATE_STORE_PROVIDERS: dict[StateStore, str] = {
+    "rocksdb": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    "hdfs": "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider",
+}
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 SPARK_APPS_DIR = REPO_DIR / "spark_apps"
@@ -46,6 +53,23 @@ def check_engine(name: str) -> Engine:
     return name
 
 
+def check_state_store(name: str) -> StateStore:
+    """Return ``name`` as a :data:`StateStore`, or raise ValueError with the accepted names."""
+    for store in STATE_STORE_PROVIDERS:
+        if name == store:
+            return store
+    raise ValueError(f"unknown state store {name!r}: choose one of {', '.join(STATE_STORE_PROVIDERS)}")
+
+
+def knob_conf(shuffle_partitions: int, state_store: StateStore, remember_seconds: int) -> dict[str, str]:
+    """The Spark settings behind the engines' scale knobs (the env defaults, or a run's flags)."""
+    return {
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        "spark.sql.streaming.stateStore.providerClass": STATE_STORE_PROVIDERS[state_store],
+        "spark.streaming.fileStream.minRememberDuration": f"{remember_seconds}s",
+    }
+
+
 def _env_optional_int(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -59,6 +83,14 @@ def _env_optional_int(env: Mapping[str, str], name: str) -> int | None:
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     value = _env_optional_int(env, name)
     return default if value is None else value
+
+
+def _env_state_store(env: Mapping[str, str]) -> StateStore:
+    raw = env.get("WORDSTREAM_STATE_STORE") or Settings.state_store
+    try:
+        return check_state_store(raw)
+    except ValueError as error:
+        raise ValueError(f"WORDSTREAM_STATE_STORE: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -76,6 +108,7 @@ class Settings:
     # 1 GiB driver counts safely; a file with a longer line is quarantined.
     max_line_bytes: int = 4 * 1024 * 1024
     shuffle_partitions: int = 4
+    state_store: StateStore = "rocksdb"
     retention_days: int = 7
     # The driver folds its output into a snapshot every this many batches (0: only the daily cleanup).
     compact_batches: int = 100
@@ -95,6 +128,7 @@ class Settings:
             max_file_bytes=_env_int(env, "WORDSTREAM_MAX_FILE_BYTES", cls.max_file_bytes),
             max_line_bytes=_env_int(env, "WORDSTREAM_MAX_LINE_BYTES", cls.max_line_bytes),
             shuffle_partitions=_env_int(env, "WORDSTREAM_SHUFFLE_PARTITIONS", cls.shuffle_partitions),
+            state_store=_env_state_store(env),
             retention_days=_env_int(env, "WORDSTREAM_RETENTION_DAYS", cls.retention_days),
             compact_batches=_env_int(env, "WORDSTREAM_COMPACT_BATCHES", cls.compact_batches),
             dstream_remember_seconds=_env_int(
@@ -157,15 +191,11 @@ class Settings:
 
     def spark_conf(self) -> dict[str, str]:
         """Spark settings every wordstream application runs with."""
-        remember = f"{self.dstream_remember_seconds}s"
         driver_host = {"spark.driver.host": self.spark_driver_host} if self.spark_driver_host else {}
         return {
             **driver_host,
-            "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
-            "spark.streaming.fileStream.minRememberDuration": remember,
+            **knob_conf(self.shuffle_partitions, self.state_store, self.dstream_remember_seconds),
             "spark.ui.showConsoleProgress": "false",
-            "spark.sql.streaming.stateStore.providerClass":
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
             # Each commit writes the changed keys, not a snapshot of the whole store.
             "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
             # The file source's log keeps every file of the epoch in each compact file (135 B a file),

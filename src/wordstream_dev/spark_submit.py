@@ -81,20 +81,21 @@ class SparkSubmit(LoggedProcess):
 class StreamApp(SparkSubmit):
     """One engine's streaming application, started as its DAG starts it, watched through its status file.
 
-    The application arguments come from :class:`~wordstream.engines.app_args.AppArgs` and the Spark
+    The application arguments come from :class:`~wordstream.engines.app_args.AppArgs` (``knobs``: its
+    engine's scale knobs, e.g. ``max_files_per_trigger=1``) and the Spark
     settings from the ``settings`` the test or benchmark uses (``conf`` adds to or overrides them).
     As a context manager it is stopped gracefully when the block ends (the stop marker: the running
     batch commits), and its process group is stopped after that in any case.
     """
 
     def __init__(self, engine: Engine, settings: Settings, log: Path, *, keys: KeyMode = "words",
-                 batch_seconds: int = 1, timeout: int | None = None, available_now: bool = False,
+                 batch_seconds: float = 1, timeout: int | None = None, available_now: bool = False,
                  master: str = LOCAL_MASTER, conf: Mapping[str, str] | None = None,
-                 driver_memory: str | None = None, state_dir: Path | None = None) -> None:
+                 driver_memory: str | None = None, state_dir: Path | None = None, **knobs: Any) -> None:
         self.engine = engine
         self.settings = settings
         app_args = AppArgs.for_engine(settings, engine, keys=keys, batch_seconds=batch_seconds,
-                                      timeout=timeout, available_now=available_now)
+                                      timeout=timeout, available_now=available_now, **knobs)
         self.state_dir = state_dir or app_args.state_dir
         args = dataclasses.replace(app_args, state_dir=self.state_dir).to_argv()
         super().__init__(application(engine), args, log=log, master=master,

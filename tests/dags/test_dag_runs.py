@@ -165,22 +165,29 @@ def test_files_landed_while_a_staging_run_loops_are_staged_by_that_run(
 
 def test_stream_dag_with_timeout_counts_exactly(airflow: dict[str, str], settings: Settings,
                                                 tmp_path: Path) -> None:
-    """Files staged by the staging DAG, counted by each streaming DAG: structured words, and DStream
-    the tutorial's whole lines at the interval its trigger form offers (the tutorial's 1 s)."""
+    """Files staged by the staging DAG, counted by each streaming DAG: structured words at a decimal
+    interval, two files per trigger, and DStream the tutorial's whole lines at the interval its
+    trigger form offers (the tutorial's 1 s) with a remember window of its own: the Params reach the
+    application's command line and its status."""
     corpus = write_corpus(tmp_path / "corpus", files=5, seed=31)
     for path in corpus:
         (settings.landing / path.name).write_bytes(path.read_bytes())
     run_dag(airflow, "stage_incoming_files", tmp_path / "stage.log")
-    confs: dict[str, dict[str, object]] = {"structured": {"keys": "words", "batch_seconds": 1},
-                                           "dstream": {"keys": "lines"}}
+    confs: dict[str, dict[str, object]] = {
+        "structured": {"keys": "words", "batch_seconds": 0.5, "max_files_per_trigger": 2},
+        "dstream": {"keys": "lines", "remember_seconds": 30}}
+    flags = {"structured": "--keys words --batch-seconds 0.5 --timeout 45 --max-files-per-trigger 2 ",
+             "dstream": "--keys lines --batch-seconds 1 --timeout 45 --remember-seconds 30"}
     for engine, conf in confs.items():
         log = tmp_path / f"{engine}.log"
         text = run_dag(airflow, f"stream_{engine}", log, {**conf, "timeout_seconds": 45})
-        assert f"--keys {conf['keys']} --batch-seconds 1 " in text, engine
+        assert flags[engine] in text, engine
         totals = results.read_totals(settings.output(engine), results.SEMANTICS[engine])
         assert totals == reference_counts(corpus, str(conf["keys"])), engine
         status = control.read_status(settings.state, engine)
         assert status["state"] == "stopped" and status["reason"].startswith("timeout"), status
+        assert {key: status["knobs"][key] for key in conf if key != "keys"} == {
+            key: value for key, value in conf.items() if key != "keys"}, status["knobs"]
 
 
 def test_reset_stops_a_running_stream_and_leaves_watch_and_checkpoint_clean(

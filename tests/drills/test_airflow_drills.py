@@ -166,12 +166,18 @@ def restarted(stack: Stack, api: AirflowClient, engine: str, run_id: str, old_pi
     ("conf", "message"),
     [
         ({"keys": "bogus"}, "Invalid input for param keys: 'bogus' is not one of ['words', 'lines']"),
-        ({"batch_seconds": 0}, "Invalid input for param batch_seconds: 0 is less than the minimum of 1"),
-        ({"batch_seconds": "2"}, "Invalid input for param batch_seconds: '2' is not of type 'integer'"),
+        ({"batch_seconds": 0.1},
+         "Invalid input for param batch_seconds: 0.1 is less than the minimum of 0.25"),
+        ({"batch_seconds": "2"}, "Invalid input for param batch_seconds: '2' is not of type 'number'"),
+        ({"shuffle_partitions": 0},
+         "Invalid input for param shuffle_partitions: 0 is less than the minimum of 1"),
+        ({"state_store": "memory"},
+         "Invalid input for param state_store: 'memory' is not one of ['rocksdb', 'hdfs']"),
         ({"timeout_seconds": -5},
          "Invalid input for param timeout_seconds: -5 is less than the minimum of 0"),
     ],
-    ids=["keys-bogus", "batch-seconds-0", "batch-seconds-string", "timeout-negative"],
+    ids=["keys-bogus", "batch-seconds-0.1", "batch-seconds-string", "shuffle-partitions-0",
+         "state-store-bogus", "timeout-negative"],
 )
 def test_bad_params_are_refused_naming_the_param(api: AirflowClient, conf: dict[str, object],
                                                  message: str) -> None:

@@ -120,3 +120,31 @@ def test_structured_stop_at_a_trigger_boundary_never_interrupts_a_batch(
     committed = {Path(name).name for name in spark_probes.structured_committed_files(args.checkpoint)}
     assert results.read_totals(args.output, "running-totals") == reference_counts(
         [path for path in published if path.name in committed], "words")
+
+
+def test_structured_stop_finds_the_gap_between_quarter_second_triggers(spark: Any,
+                                                                      settings: Settings) -> None:
+    """At the shortest interval the quiet time and the margin shrink with it: the stop still falls
+    between two triggers (not after its patience, as Spark stops a query), with every planned batch
+    committed and the output exact."""
+    args = app_args.AppArgs.for_engine(settings, "structured", batch_seconds=0.25)
+    driver = Driver("structured", args)  # its sink's bookkeeping only: never entered, no lock
+    progress = structured.Progress(args, driver)
+    query = (count_keys(spark.readStream.text(str(args.watch)), "words").writeStream
+             .outputMode("update").option("checkpointLocation", str(args.checkpoint))
+             .foreachBatch(structured.sink(args, driver, progress))
+             .trigger(processingTime=structured.trigger_interval(args.batch_seconds)).start())
+    published = []
+    try:
+        for index in range(3):
+            published.append(publish(args.watch, f"quarter-{index}.txt", f"q{index} x x\n"))
+            word = f"q{index}"
+            wait_until(lambda word=word: results.read_totals(args.output, "running-totals").get(word) == 1,
+                       60, f"file {index} counted", interval=0.05)
+        assert structured.stop(query, args.batch_seconds, patience=30), "no gap found between triggers"
+    finally:
+        if query.isActive:
+            query.stop()
+    planned = max(spark_probes.structured_planned_batches(args.checkpoint))
+    assert planned == spark_probes.structured_last_commit(args.checkpoint)
+    assert results.read_totals(args.output, "running-totals") == reference_counts(published, "words")

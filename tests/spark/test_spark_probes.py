@@ -110,3 +110,44 @@ def test_dstream_batch_files_and_jvm_count_on_a_real_text_file_stream(spark: Any
     files, lines = seen[0]
     assert sorted(Path(name).name for name in files) == sorted(path.name for path in staged)
     assert lines == 4
+
+
+def test_structured_checkpoint_conf_is_what_spark_recorded_and_puts_back(spark: Any, tmp_path: Path) -> None:
+    """The offsets record the session's shuffle partitions and state store; a restart asking for
+    others runs with the recorded ones (Spark's silent override the driver's refusal is about)."""
+    watch, checkpoint = tmp_path / "watch", tmp_path / "checkpoint"
+    write_files(watch, 1)
+    provider = "spark.sql.streaming.stateStore.providerClass"
+    hdfs = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
+    rocksdb = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+    assert spark_probes.structured_checkpoint_conf(checkpoint) == {}
+    before = (spark.conf.get("spark.sql.shuffle.partitions"), spark.conf.get(provider, hdfs))
+
+    def aggregate() -> None:
+        query = (spark.readStream.text(str(watch)).groupBy("value").count().writeStream.format("noop")
+                 .outputMode("update").option("checkpointLocation", str(checkpoint))
+                 .trigger(availableNow=True).start())
+        try:
+            query.awaitTermination(120)
+        finally:
+            query.stop()
+
+    try:
+        spark.conf.set("spark.sql.shuffle.partitions", "3")
+        spark.conf.set(provider, hdfs)
+        aggregate()
+        recorded = spark_probes.structured_checkpoint_conf(checkpoint)
+        assert (recorded["spark.sql.shuffle.partitions"], recorded[provider]) == ("3", hdfs)
+        (watch / "later.txt").write_text("later\n", encoding="utf-8")
+        spark.conf.set("spark.sql.shuffle.partitions", "5")
+        spark.conf.set(provider, rocksdb)
+        aggregate()  # a second batch, planned by the restarted query
+        newest = max(spark_probes.structured_planned_batches(checkpoint))
+        assert newest == 1
+        recorded = spark_probes.structured_checkpoint_conf(checkpoint)
+        assert (recorded["spark.sql.shuffle.partitions"], recorded[provider]) == ("3", hdfs)
+        partitions = {name for name in os.listdir(checkpoint / "state" / "0") if name.isdigit()}
+        assert partitions == {"0", "1", "2"}  # the recorded 3, not the 5 asked for
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before[0])
+        spark.conf.set(provider, before[1])

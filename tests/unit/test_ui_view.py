@@ -67,6 +67,8 @@ def publish_file(settings: Settings, engine: Engine, watch_name: str, age_second
     os.utime(path, (stamp, stamp))
 
 
+KNOBS = {"batch_seconds": 0.5, "max_files_per_trigger": 1, "max_bytes_per_trigger": None,
+         "state_store": "hdfs", "shuffle_partitions": 2}
 RECENT = [
     {"batch_id": i, "time": iso(NOW - timedelta(seconds=2 * (3 - i))), "input_rows": 100 * i,
      "input_rows_per_second": 50.0 * i, "processed_rows_per_second": 125.5 * i, "batch_duration_ms": 400 + i}
@@ -82,7 +84,7 @@ def populated(settings: Settings) -> Iterator[Settings]:
         settings.state, "structured", state="running", pid=4242, started_at=iso(started), keys="words",
         batch_id=3, batch_time=RECENT[-1]["time"], input_rows=300, input_rows_per_second=150.0,
         processed_rows_per_second=376.5, batch_duration_ms=403, files_in_batch=1, files_processed=2,
-        top_words=[["stale", 1]], recent_batches=RECENT,
+        top_words=[["stale", 1]], recent_batches=RECENT, knobs=KNOBS,
     )
     control.write_status(settings.state, "dstream", state="stopped", pid=99, started_at=iso(started),
                          stopped_at=iso(NOW - timedelta(minutes=1)), reason="stop marker", batch_id=11)
@@ -134,6 +136,7 @@ def test_running_engine_view_has_the_numbers_of_status_ledger_watch_folder_and_r
     assert status["processed_rows_per_second"] == 376.5
     assert status["batch_duration_ms"] == 403
     assert status["files_processed"] == 2
+    assert status["knobs"] == KNOBS  # the run's own knobs, as its driver recorded them
     assert view["recent_batches"] == RECENT
 
     # c and d published to structured and not processed; c is the oldest, 42.5 s before NOW. The

@@ -9,7 +9,6 @@ launched it. The engines differ only in how they build and stop their Spark stre
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -24,8 +23,7 @@ from typing import Any
 import psutil
 
 from wordstream import control, results
-from wordstream.durable import write_json_atomically
-from wordstream.engines import commits, spark_probes
+from wordstream.engines import commits, epoch, spark_probes
 from wordstream.engines.app_args import AppArgs
 from wordstream.ledger import Ledger
 from wordstream.settings import Engine, Settings
@@ -35,7 +33,6 @@ STOP_WITH_LAUNCHER_ENV = "WORDSTREAM_STOP_WITH_LAUNCHER"
 TOP_WORDS = 20
 # The status keeps this many recent batches, so the UI can chart rates without a history store.
 RECENT_BATCHES = 30
-EPOCH_FILE = "wordstream-epoch.json"
 
 
 def spark_conf_defaults(conf: Any) -> Any:
@@ -50,20 +47,13 @@ def spark_conf_defaults(conf: Any) -> Any:
     return conf
 
 
-def check_epoch(args: AppArgs, engine: str) -> None:
-    """A checkpoint belongs to one key mode: refuse to mix modes within an epoch."""
-    marker = args.checkpoint / EPOCH_FILE
-    if marker.exists():
-        recorded = json.loads(marker.read_text()).get("keys")
-        if recorded != args.keys:
-            raise SystemExit(
-                f"{engine}: checkpoint {args.checkpoint} was started with --keys {recorded}; "
-                f"reset the engine to count with --keys {args.keys}"
-            )
-    else:
-        args.checkpoint.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(marker, {"keys": args.keys, "engine": engine,
-                                               "started_at": control.utc_now()})
+def spark_conf_for(conf: Any, args: AppArgs) -> Any:
+    """:func:`spark_conf_defaults`, then the run's knobs (``--shuffle-partitions``, ``--state-store``,
+    ``--remember-seconds``), which win over spark-submit's ``--conf`` of the env defaults."""
+    spark_conf_defaults(conf)
+    for key, value in args.spark_conf().items():
+        conf.set(key, value)
+    return conf
 
 
 def _ppid_of(pid: int) -> int | None:
@@ -108,8 +98,9 @@ class Driver:
     ``with Driver(engine, args) as driver:`` holds the locks, reconciles the ledger, writes
     ``starting``; on exit writes ``stopped`` or ``failed``. ``batch_done`` is called after each batch.
     A start is refused (exit 3, one line) while another driver holds the engine's lock or the
-    checkpoint's, or while a reset of the engine is unfinished; a stop requested before the start
-    is honoured at once (exit 0, status ``stopped``).
+    checkpoint's, while a reset of the engine is unfinished, or when the run asks for a key mode or
+    a knob its checkpoint cannot change (:mod:`wordstream.engines.epoch`; the checkpoint is left as
+    it was); a stop requested before the start is honoured at once (exit 0, status ``stopped``).
 
     The status keeps when each start-up phase ended (``startup``: epoch seconds of ``spark_submit``,
     ``python``, ``driver``, ``session``, ``query``, ``first_batch``), and the driver prints them as one
@@ -133,9 +124,11 @@ class Driver:
         try:
             self._locks.enter_context(control.hold_lock(self.args.state_dir, self.engine))
             self._refuse_unfinished_reset()
+            self._refuse_what_the_checkpoint_cannot_change()
             self._locks.enter_context(control.hold_checkpoint_lock(self.args.checkpoint))
         except control.EngineBusyError as error:
             self._refuse(str(error))
+        epoch.record(self.args)
         marker = control.stop_path(self.args.state_dir, self.engine)
         if marker.exists():  # e.g. a reset's request, meant for the driver this one would replace
             reason = (f"a stop was requested before this driver started ({marker}; its writer "
@@ -150,11 +143,13 @@ class Driver:
         self._startup["driver"] = round(time.time(), 3)
         control.write_status(
             self.args.state_dir, self.engine, state="starting", pid=os.getpid(),
-            started_at=control.utc_now(), keys=self.args.keys, batch_id=None, reason=None, recent_batches=[],
+            started_at=control.utc_now(), keys=self.args.keys, knobs=self.args.knobs(), batch_id=None,
+            reason=None, recent_batches=[],
             watch=str(self.args.watch), output=str(self.args.output), startup=self._startup,
         )
-        self.log(f"starting: watch={self.args.watch} keys={self.args.keys} "
-                 f"batch_seconds={self.args.batch_seconds} timeout={self.args.timeout}")
+        knobs = " ".join(f"{name}={value}" for name, value in self.args.knobs().items())
+        self.log(f"starting: watch={self.args.watch} keys={self.args.keys} {knobs} "
+                 f"timeout={self.args.timeout}")
         self.reconcile()
         return self
 
@@ -181,6 +176,14 @@ class Driver:
         if journal.exists():
             self._refuse(f"a reset of {self.engine} did not finish ({journal}); run "
                          f"`wordstream reset --engine {self.engine}` to finish it")
+
+    def _refuse_what_the_checkpoint_cannot_change(self) -> None:
+        try:
+            epoch.check(self.args)
+        except epoch.CheckpointMismatch as error:
+            self._refuse(str(error))
+        except spark_probes.CheckpointError as error:  # Spark reports an unreadable checkpoint itself
+            self.log(f"the checkpoint's settings were not compared: {error}")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -252,7 +255,7 @@ class Driver:
         A failure costs nothing but the speed of reading: it is logged, and the next one retries.
         """
         upto = results.foldable_upto(self.engine, self.args.checkpoint,
-                                     self._settings.dstream_remember_seconds, time.time())
+                                     self.args.remember_seconds, time.time())
         if upto is None:
             return
         try:

@@ -38,7 +38,7 @@ from wordstream import control, results
 from wordstream.durable import copy_atomically, fsync_dir
 from wordstream.engines import app_args, spark_probes
 from wordstream.engines.app_args import AppArgs
-from wordstream.engines.driver import Driver, check_epoch, spark_conf_defaults
+from wordstream.engines.driver import Driver, spark_conf_for
 from wordstream.engines.keys import line_keys
 from wordstream.settings import Engine
 from wordstream.staging import STAGING_LOCK
@@ -76,7 +76,7 @@ def pipeline(sc: SparkContext, args: AppArgs) -> StreamingContext:
     from pyspark.streaming import StreamingContext
 
     _RUN.fresh_epoch = True
-    ssc = StreamingContext(sc, args.batch_seconds)
+    ssc = StreamingContext(sc, int(args.batch_seconds))  # whole seconds (app_args)
     lines = ssc.textFileStream(str(args.watch))
     lines.persist(StorageLevel.MEMORY_AND_DISK)  # read once, used by both output operations
     counts = (
@@ -174,8 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = app_args.parse(ENGINE, argv)
     with Driver(ENGINE, args) as driver:
         _RUN.driver = driver
-        check_epoch(args, ENGINE)
-        conf = spark_conf_defaults(SparkConf().setAppName("wordstream-dstream"))
+        conf = spark_conf_for(SparkConf().setAppName("wordstream-dstream"), args)
         sc = SparkContext.getOrCreate(conf)
         driver.session_ready()
         ssc = StreamingContext.getOrCreate(str(args.checkpoint), lambda: pipeline(sc, args))

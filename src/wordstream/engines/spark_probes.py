@@ -12,7 +12,9 @@ The engines need facts Spark has no public API for:
 * how many lines a DStream batch has, counted in the JVM (``rdd._jrdd``) rather than by shipping
   every line to a Python worker only to count it;
 * which Structured Streaming batch committed last: the commit log in the checkpoint
-  (``commits/<batch id>``), which bounds what a compaction of the results may fold.
+  (``commits/<batch id>``), which bounds what a compaction of the results may fold;
+* which SQL confs a Structured Streaming checkpoint fixed (shuffle partitions, state store provider):
+  the ``conf`` map Spark records in every ``offsets/<batch id>`` and restores on restart.
 
 ``tests/spark/test_spark_probes.py`` runs each against real Spark, so an upgrade that changes any of
 them fails loudly there instead of silently in production.
@@ -80,6 +82,20 @@ def structured_source_offset(checkpoint: Path, batch_id: int) -> int:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"cannot read the file source offset of batch {batch_id} from {path}: "
                               f"{error}") from None
+
+
+def structured_checkpoint_conf(checkpoint: Path) -> dict[str, str]:
+    """The SQL confs recorded in the newest ``offsets/<id>`` (its second line's ``conf``), which Spark
+    puts back into the session when the query restarts; empty before the first batch was planned."""
+    planned = structured_planned_batches(checkpoint)
+    if not planned:
+        return {}
+    path = Path(checkpoint) / OFFSET_LOG / str(max(planned))
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8").split("\n")[1])
+        return {str(key): str(value) for key, value in metadata["conf"].items()}
+    except (OSError, ValueError, KeyError, IndexError, AttributeError) as error:
+        raise CheckpointError(f"cannot read the confs of {path}: {error}") from None
 
 
 def _entries(path: Path) -> tuple[tuple[int, str], ...]:

@@ -24,7 +24,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from wordstream import results
 from wordstream.engines import app_args, spark_probes
 from wordstream.engines.app_args import AppArgs
-from wordstream.engines.driver import Driver, check_epoch, spark_conf_defaults
+from wordstream.engines.driver import Driver, spark_conf_for
 from wordstream.engines.keys import count_keys
 from wordstream.settings import Engine
 
@@ -37,7 +37,7 @@ def pipeline(spark: SparkSession, args: AppArgs, driver: Driver) -> StreamingQue
     """Start the tutorial's query with the durable sink and the progress listener."""
     progress = Progress(args, driver)
     spark.streams.addListener(progress)
-    lines = spark.readStream.text(str(args.watch))
+    lines = spark.readStream.options(**source_options(args)).text(str(args.watch))
     counts = count_keys(lines, args.keys)
     writer = (
         counts.writeStream
@@ -49,8 +49,22 @@ def pipeline(spark: SparkSession, args: AppArgs, driver: Driver) -> StreamingQue
     if args.available_now:
         writer = writer.trigger(availableNow=True)
     else:
-        writer = writer.trigger(processingTime=f"{args.batch_seconds} seconds")
+        writer = writer.trigger(processingTime=trigger_interval(args.batch_seconds))
     return writer.start()
+
+
+def source_options(args: AppArgs) -> dict[str, str]:
+    """The file source's limit per trigger, if the run sets one (Spark takes one of the two)."""
+    if args.max_files_per_trigger is not None:
+        return {"maxFilesPerTrigger": str(args.max_files_per_trigger)}
+    if args.max_bytes_per_trigger is not None:
+        return {"maxBytesPerTrigger": str(args.max_bytes_per_trigger)}
+    return {}
+
+
+def trigger_interval(seconds: float) -> str:
+    """``processingTime`` in whole milliseconds, so a decimal interval (0.25 s) is exact."""
+    return f"{round(seconds * 1000)} milliseconds"
 
 
 # -- sink ----------------------------------------------------------------------------------------
@@ -129,11 +143,12 @@ class Progress(StreamingQueryListener):
 
 
 # -- stop ----------------------------------------------------------------------------------------
-# The query thread is waiting for its next trigger once no trigger has been active this long: after
-# a batch that overran its interval the next one starts within milliseconds, and a trigger due at a
+# The query thread is waiting for its next trigger once no trigger has been active this long (at most
+# a quarter of the interval, or a sub-second interval would never leave that long a gap): after a
+# batch that overran its interval the next one starts within milliseconds, and a trigger due at a
 # boundary starts within milliseconds of it (more than this only under a long pause of the JVM).
 QUIET_SECONDS = 0.25
-STOP_MARGIN_SECONDS = 0.25  # at most a quarter of the interval
+STOP_MARGIN_SECONDS = 0.25  # at most a quarter of the interval too
 STOP_PATIENCE_SECONDS = 120.0
 SAMPLE_SECONDS = 0.005
 
@@ -144,7 +159,7 @@ def next_trigger(now: float, interval: float) -> float:
     return (now // interval + 1) * interval
 
 
-def stop(query: StreamingQuery, interval: float, patience: float = STOP_PATIENCE_SECONDS) -> None:
+def stop(query: StreamingQuery, interval: float, patience: float = STOP_PATIENCE_SECONDS) -> bool:
     """Stop the query between two triggers, never during one.
 
     Structured Streaming has no graceful stop: ``query.stop()`` interrupts whatever the query thread
@@ -152,31 +167,37 @@ def stop(query: StreamingQuery, interval: float, patience: float = STOP_PATIENCE
     offset logged without its commit, a half-written batch folder). ProcessingTimeExecutor fires a
     trigger at each multiple of the interval, or at once after a trigger that overran it. So the call
     is made only while the thread waits for its next trigger: no trigger active for
-    :data:`QUIET_SECONDS`, and the next boundary at least a margin away; ``stop()`` then ends a sleep.
+    :data:`QUIET_SECONDS` (a quarter of a short interval), and the next boundary at least a margin
+    away; ``stop()`` then ends a sleep.
     A query whose batches leave no such gap is stopped after ``patience`` seconds as Spark stops it
-    (the interrupted batch runs again on restart and replaces its folder).
+    (the interrupted batch runs again on restart and replaces its folder). Returns False then.
     """
     margin = min(STOP_MARGIN_SECONDS, interval / 4)
+    quiet = min(QUIET_SECONDS, interval / 4)
     deadline = time.monotonic() + patience
     quiet_since: float | None = None
-    while query.isActive and time.monotonic() < deadline:
+    between = True
+    while query.isActive:
+        if time.monotonic() >= deadline:
+            between = False
+            break
         now = time.time()
         if query.status.get("isTriggerActive"):
             quiet_since = None
         elif quiet_since is None:
             quiet_since = now
-        elif now - quiet_since >= QUIET_SECONDS and next_trigger(now, interval) - time.time() >= margin:
+        elif now - quiet_since >= quiet and next_trigger(now, interval) - time.time() >= margin:
             break
         time.sleep(SAMPLE_SECONDS)
     query.stop()
+    return between
 
 
 # -- the application -----------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     args = app_args.parse(ENGINE, argv)
     with Driver(ENGINE, args) as driver:
-        check_epoch(args, ENGINE)
-        conf = spark_conf_defaults(SparkConf().setAppName("wordstream-structured"))
+        conf = spark_conf_for(SparkConf().setAppName("wordstream-structured"), args)
         spark = SparkSession.builder.config(conf=conf).getOrCreate()
         driver.session_ready()
         try:
@@ -185,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason = driver.run_until_stopped(lambda seconds: bool(query.awaitTermination(seconds)))
             if reason != "terminated":
                 driver.stopping()
-                stop(query, args.batch_seconds)
+                if not stop(query, args.batch_seconds):
+                    driver.log(f"no gap between triggers in {STOP_PATIENCE_SECONDS:g} s: stopped as Spark "
+                               "stops a query (the batch it interrupted runs again on restart)")
             if query.exception() is not None:
                 raise RuntimeError(f"streaming query failed: {query.exception()}")
         finally:

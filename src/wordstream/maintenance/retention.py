@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from wordstream import Progress, control, results
+from wordstream.engines import epoch
 from wordstream.engines.spark_probes import FILE_SOURCE_LOG
 from wordstream.ledger import Ledger
 from wordstream.maintenance.airflow_history import AirflowReport, AirflowSite, expire_airflow
@@ -132,7 +133,7 @@ def cleanup(settings: Settings, now: float | None = None, progress: Progress = p
 def expire_watch_files(settings: Settings, idle: list[Engine], now: float, report: CleanupReport) -> None:
     """Processed old watch files of every engine; stale temp files of idle engines only."""
     processed = _processed_names(settings)
-    watch_age = max(MIN_WATCH_AGE_SECONDS, 2 * settings.dstream_remember_seconds)
+    watch_age = max(MIN_WATCH_AGE_SECONDS, 2 * dstream_remember_seconds(settings))
     for engine in ENGINES:
         for entry in sorted_entries(settings.watch(engine)):
             if not entry.is_file(follow_symlinks=False):
@@ -145,6 +146,12 @@ def expire_watch_files(settings: Settings, idle: list[Engine], now: float, repor
             elif entry.name in processed[engine] and entry_age > watch_age:
                 os.unlink(entry.path)
                 report.watch_removed += 1
+
+
+def dstream_remember_seconds(settings: Settings) -> int:
+    """The remember window of the DStream epoch (a run may have set its own), or the setting's."""
+    return max(settings.dstream_remember_seconds,
+               epoch.remember_seconds(settings.checkpoint("dstream"), settings.dstream_remember_seconds))
 
 
 def _processed_names(settings: Settings) -> dict[str, set[str]]:
@@ -168,7 +175,7 @@ def _expire_ledger(settings: Settings, cutoff: datetime, progress: Progress) -> 
 
 def _compact_output(settings: Settings, engine: Engine, now: float, progress: Progress) -> int:
     """Fold ``engine``'s final batches; a failure (a reset moving the output away) only costs speed."""
-    upto = results.foldable_upto(engine, settings.checkpoint(engine), settings.dstream_remember_seconds, now)
+    upto = results.foldable_upto(engine, settings.checkpoint(engine), dstream_remember_seconds(settings), now)
     try:
         done = None if upto is None else results.compact(settings.output(engine), results.SEMANTICS[engine],
                                                          upto)

@@ -62,8 +62,8 @@ def stream_view(settings: Settings, engine: str, now: datetime | None = None) ->
 
 
 STATUS_FIELDS = (
-    "state", "lock_held", "pid", "reason", "keys", "started_at", "stopped_at", "updated_at", "batch_id",
-    "batch_time", "input_rows", "input_rows_per_second", "processed_rows_per_second",
+    "state", "lock_held", "pid", "reason", "keys", "knobs", "started_at", "stopped_at", "updated_at",
+    "batch_id", "batch_time", "input_rows", "input_rows_per_second", "processed_rows_per_second",
     "batch_duration_ms", "files_in_batch", "files_processed",
 )
 

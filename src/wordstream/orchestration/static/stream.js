@@ -136,6 +136,29 @@
     });
   }
 
+  // The run's knobs (the driver's status "knobs"), in the order of the trigger form.
+  const KNOBS = [
+    ["batch_seconds", "batch", function (v) { return v + " s"; }],
+    ["max_files_per_trigger", "max files/trigger", String],
+    ["max_bytes_per_trigger", "max bytes/trigger", fmtInt],
+    ["state_store", "state store", String],
+    ["shuffle_partitions", "shuffle partitions", String],
+    ["remember_seconds", "remember", function (v) { return v + " s"; }],
+  ];
+  function renderKnobs(knobs) {
+    const node = document.getElementById("knobs");
+    clear(node);
+    KNOBS.forEach(function (knob) {
+      if (!knobs || !(knob[0] in knobs)) return;
+      const value = knobs[knob[0]];
+      const item = el("span", { class: "knob" }, knob[1] + " ");
+      const shown = el("span", { "data-knob": knob[0] }, value === null ? "no limit" : knob[2](value));
+      shown.dataset.value = value === null ? "" : String(value);
+      item.appendChild(shown);
+      node.appendChild(item);
+    });
+  }
+
   // -- the page -----------------------------------------------------------------------------------
   function renderNav(view) {
     const nav = document.getElementById("engines");
@@ -158,6 +181,7 @@
     setField("since_age", sinceAge === null ? "" : "(" + fmtAge(sinceAge) + " ago)", sinceAge);
     setField("pid", st.pid === null || st.pid === undefined ? "—" : String(st.pid), st.pid);
     setField("keys", st.keys || "—", st.keys);
+    renderKnobs(st.knobs);
     setField("batch_id", st.batch_id === null || st.batch_id === undefined ? "—" : String(st.batch_id), st.batch_id);
     setField("batch_time", fmtTime(st.batch_time), st.batch_time);
     setField("input_rows", fmtInt(st.input_rows), st.input_rows);
