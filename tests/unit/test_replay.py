@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -12,6 +13,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from wordstream import results, staging
@@ -262,3 +265,48 @@ def test_a_reset_killed_during_the_replay_then_run_again_feeds_each_original_onc
     assert sorted(r[0] for r in fed) == sorted(sha(data) for data in FILES.values())
     assert {r[5] for r in fed} == {"published"}
     assert list(settings.landing.iterdir()) == []
+
+
+# -- wordstream epochs, totals --epoch -------------------------------------------------------------
+def write_batch(output: Path, batch_id: int, rows: dict[str, int], files: list[str]) -> None:
+    """A DStream batch folder as its sink leaves it: Parquet (key, count) and its manifest."""
+    folder = results.batch_dir(output, batch_id)
+    folder.mkdir(parents=True)
+    table = pa.table({"key": list(rows), "count": pa.array(list(rows.values()), pa.int64())})
+    pq.write_table(table, folder / "part-00000-x.snappy.parquet")
+    results.write_manifest(folder, files)
+
+
+def test_epochs_lists_current_and_rotated_and_totals_reads_a_rotated_one(
+        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    land(settings, FILES)
+    stage(settings)
+    names = sorted(p.name for p in settings.watch("dstream").iterdir())
+    write_batch(settings.output("dstream"), 0, {"alpha": 1, "beta": 2}, names[:2])
+    write_batch(settings.output("dstream"), 1, {"gamma": 2, "delta": 2}, names[2:])
+    report = reset_engine(settings, "dstream", wait_timeout=1, progress=lambda _line: None)
+    assert report.rotated_to is not None
+    old = Path(report.rotated_to).name
+    write_batch(settings.output("dstream"), 0, {"new": 5}, [])
+    capsys.readouterr()
+
+    assert main(["epochs", "--engine", "dstream", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(e["name"], e["current"], e["files"], e["keys"], e["occurrences"]) for e in listed] == [
+        (old, False, 4, 4, 7), (report.epoch, True, 0, 1, 5)]
+    assert listed[0]["ended"] is not None and listed[1]["ended"] is None
+    assert main(["epochs", "--engine", "dstream"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["name", "started", "ended", "files", "keys", "occurrences"]
+    assert table[1].split()[0] == old and table[1].split()[-3:] == ["4", "4", "7"]
+    assert table[2].split()[:2] == [report.epoch, "(current)"]
+    assert table[2].split()[-4:] == ["-", "0", "1", "5"]
+
+    assert main(["totals", "--engine", "dstream", "--epoch", old, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["word,count", "beta,2", "delta,2", "gamma,2", "alpha,1"]
+    assert main(["totals", "--engine", "dstream", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["word,count", "new,5"]
+    assert main(["totals", "--engine", "dstream", "--epoch", "dstream-nope"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("wordstream: error: unknown epoch 'dstream-nope' of dstream; "
+                   f"known: {old}, {report.epoch}\n")
