@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from support import SparkApp, reference_counts, write_corpus
-from test_engines import WORDSTREAM, publish, wait_for_totals
+from test_engines import WORDSTREAM, publish, totals_via_cli, wait_for_totals
 
 from wordstream import maintenance
 from wordstream.engines import commits
@@ -27,12 +27,6 @@ from wordstream.settings import ENGINES, Settings
 from wordstream.staging import stage
 
 pytestmark = pytest.mark.spark
-
-
-def cli_totals(engine: str, epoch: str) -> dict[str, int]:
-    run = subprocess.run([*WORDSTREAM, "totals", "--engine", engine, "--epoch", epoch, "--format", "csv"],
-                         capture_output=True, text=True, check=True)
-    return {word: int(count) for word, count in (line.split(",") for line in run.stdout.splitlines()[1:])}
 
 
 def ledger_rows(settings: Settings, engine: str) -> list[tuple[object, ...]]:
@@ -72,7 +66,7 @@ def test_reset_with_replay_counts_the_replayed_and_the_new_files_in_the_new_epoc
     assert report.replayed == len(replayed) and report.replay_missing == 0
     assert report.rotated_to is not None
     old_epoch = Path(report.rotated_to).name
-    assert cli_totals(engine, old_epoch) == reference_counts(first, "words")
+    assert totals_via_cli(settings, engine, old_epoch) == reference_counts(first, "words")
     other_rows = ledger_rows(settings, other)
 
     new = write_corpus(tmp_path / "new", files=2, seed=33)
@@ -88,7 +82,7 @@ def test_reset_with_replay_counts_the_replayed_and_the_new_files_in_the_new_epoc
         assert app.stop_gracefully() == 0
     finally:
         app.cleanup()
-    assert cli_totals(engine, old_epoch) == reference_counts(first, "words")  # the old epoch as it was
+    assert totals_via_cli(settings, engine, old_epoch) == reference_counts(first, "words")  # as it was
 
     ledger = Ledger(settings.ledger)
     commits.reconcile(ledger, engine, settings.checkpoint(engine), settings.output(engine),
