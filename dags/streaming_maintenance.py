@@ -9,6 +9,11 @@ together into `data/rotated/` — a new epoch starts from zero; the old one is k
 reset interrupted half way is finished by the next one (its journal in `data/state/`); no stream of
 that engine starts meanwhile. With *restart*, the engine's streaming DAG is triggered again.
 
+*replay* chooses what the new epoch starts with: `none` (from zero), `all` (every original the
+archive still holds, within the retention), or `since=YYYY-MM-DD[THH:MM]` (UTC, those that landed at
+or after it). The originals go through staging again, to the reset engine only, each content once
+(dedupe is per epoch), while new files keep arriving; the other engine is not touched.
+
 This is the tutorial's restart procedure ("empty the watched directory, delete the checkpoint if that
 is not enough"), made safe: nothing counted twice, nothing lost.
 
@@ -34,6 +39,7 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
+from wordstream.maintenance.replay import REPLAY_PATTERN
 from wordstream.settings import ENGINES, MAINTENANCE_DAG_ID, Settings, stream_dag_id
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,10 @@ log = logging.getLogger(__name__)
                          minItems=1, uniqueItems=True, title="Engines", description="engines to reset"),
         "restart": Param(False, type="boolean", title="Restart",
                          description="trigger the engine's streaming DAG again after the reset"),
+        "replay": Param("none", type="string", pattern=REPLAY_PATTERN, title="Replay",
+                        description="what the new epoch is fed from the archive (reset only): none, all, "
+                                    "or since=YYYY-MM-DD[THH:MM] (UTC, by landing time); only what "
+                                    "the archive still holds within the retention"),
         "wait_timeout": Param(120, type="integer", minimum=1, maximum=3600, title="Wait timeout (s)",
                               description="how long to wait for a stream to stop"),
     },
@@ -73,11 +83,13 @@ def streaming_maintenance() -> None:
         from dataclasses import asdict
 
         from wordstream import maintenance
+        from wordstream.maintenance.replay import parse_replay
 
+        replay = parse_replay(params["replay"])  # before any engine is stopped
         settings = Settings.from_env()
         return [
             asdict(maintenance.reset_engine(settings, engine, wait_timeout=params["wait_timeout"],
-                                            progress=log.info))
+                                            progress=log.info, replay=replay))
             for engine in params["engines"]
         ]
 

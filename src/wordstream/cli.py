@@ -11,8 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from wordstream import control, maintenance, results, staging
+from wordstream import control, epochs, maintenance, results, staging
 from wordstream.ledger import FILE_STATUSES, Ledger
+from wordstream.maintenance.replay import REPLAY_CHOICES, Replay, parse_replay
 from wordstream.settings import ENGINES, Settings, check_engine
 
 
@@ -28,6 +29,12 @@ class _Parser(argparse.ArgumentParser):
 def cmd_totals(args: argparse.Namespace, settings: Settings) -> int:
     engine = check_engine(args.engine)
     output = settings.output(engine)
+    if args.epoch is not None:
+        outputs = epochs.epoch_outputs(settings, engine)
+        if args.epoch not in outputs:
+            known = ", ".join(outputs) or "none yet"
+            raise UsageError(f"unknown epoch {args.epoch!r} of {engine}; known: {known}")
+        output = outputs[args.epoch]
     if results.list_results(output).empty:
         raise UsageError(f"no results yet for {engine} in {output} (is the stream running and fed?)")
     rows = results.ranked(results.read_totals(output, results.SEMANTICS[engine]), args.top)
@@ -70,6 +77,24 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if status.get("top_words"):
             top = ", ".join(f"{w} {c}" for w, c in status["top_words"][:10])
             print(f"  {'top words':<26} {top}")
+    return 0
+
+
+EPOCH_COLUMNS = ("name", "started", "ended", "files", "keys", "occurrences")
+
+
+def cmd_epochs(args: argparse.Namespace, settings: Settings) -> int:
+    engine = check_engine(args.engine)
+    listed = epochs.list_epochs(settings, engine)
+    if args.json:
+        print(json.dumps([epoch.as_dict() for epoch in listed], indent=2, sort_keys=True))
+        return 0
+    rows = [[f"{epoch.name}{' (current)' if epoch.current else ''}", epoch.started or "-",
+             epoch.ended or "-", "-" if epoch.files is None else str(epoch.files), str(epoch.keys),
+             str(epoch.occurrences)] for epoch in listed]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(EPOCH_COLUMNS, *rows, strict=False)]
+    for row in [list(EPOCH_COLUMNS), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -116,7 +141,8 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
     engines = list(ENGINES) if args.all else [check_engine(args.engine)]
     for engine in engines:
         try:
-            maintenance.reset_engine(settings, engine, args.wait_timeout, progress=print)
+            maintenance.reset_engine(settings, engine, args.wait_timeout, progress=print,
+                                     replay=args.replay)
         except maintenance.ResetError as error:
             raise UsageError(str(error)) from None
     return 0
@@ -145,7 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     totals.add_argument("--engine", required=True, choices=ENGINES)
     totals.add_argument("--top", type=_positive_int, default=None, help="only the N most frequent")
     totals.add_argument("--format", choices=("table", "csv"), default="table")
+    totals.add_argument("--epoch", default=None, metavar="NAME",
+                        help="an epoch's totals, rotated or current (see `wordstream epochs`)")
     totals.set_defaults(func=cmd_totals)
+
+    listing = sub.add_parser("epochs", help="an engine's current and rotated epochs")
+    listing.add_argument("--engine", required=True, choices=ENGINES)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=cmd_epochs)
 
     status = sub.add_parser("status", help="state of the streaming engines")
     status.add_argument("--engine", choices=ENGINES, default=None)
@@ -161,12 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("--json", action="store_true", help="machine-readable output")
     ledger.set_defaults(func=cmd_ledger)
 
-    reset = sub.add_parser("reset", help="stop an engine and start a new epoch from zero")
+    reset = sub.add_parser("reset", help="stop an engine and start a new epoch, from zero or replayed")
     which = reset.add_mutually_exclusive_group(required=True)
     which.add_argument("--engine", choices=ENGINES)
     which.add_argument("--all", action="store_true", help="every engine, one after the other")
     reset.add_argument("--wait-timeout", type=_seconds, default=120.0,
                        help="how long to wait for a running driver to stop (120)")
+    reset.add_argument("--replay", type=_replay, default=parse_replay("none"),
+                       help="what the new epoch is fed from the archive: none (default), all, or "
+                            "since=YYYY-MM-DD[THH:MM] (UTC, by landing time)")
     reset.set_defaults(func=cmd_reset)
 
     clean = sub.add_parser("cleanup", help="expire what is past the retention (files, ledger, the Airflow of "
@@ -184,6 +220,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _replay(text: str) -> Replay:
+    try:
+        return parse_replay(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {REPLAY_CHOICES}, got {text!r}") from None
 
 
 def _seconds(text: str) -> float:

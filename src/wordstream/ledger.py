@@ -12,7 +12,9 @@ Two tables:
   staging works on it; a ``landed`` row found later is the trace of a crash and is resumed.
   ``moved_to`` (relative to the data directory) is written *before* the original is moved to the
   archive or the quarantine, so that a crash between the move and the final status can be finished.
-* ``deliveries`` — per content (sha256) and engine, the copy in that engine's watch folder. ``state``
+* ``deliveries`` — per content (sha256), engine and epoch, the copy in that engine's watch folder.
+  ``epoch`` names the epoch of the engine that counts (or counted) it: the engine's current epoch
+  when staging claimed it, or the new epoch a reset gives it back or replays it to. ``state``
   goes ``publishing`` → ``published`` → ``processed`` (with the batch when a driver's mark set it;
   none when :meth:`Ledger.reconcile` did) or ``returned`` (a reset gave the file back to landing;
   the next staging run publishes it again to that engine only). The ``processed`` marks follow
@@ -21,6 +23,22 @@ Two tables:
   ``publishing`` is the intent written before the copy: staging resolves it at the start of its
   next wave by looking for the final watch file, so a crash never publishes a content twice nor loses it.
   ``file_id`` names the file row that published, which tells a resumed file from a duplicate.
+
+* ``epochs`` — per engine, its epochs: ``name`` (``<engine>-<UTC start>``, also the folder a reset
+  rotates it to, ``rotated/<name>``), ``started_at``, ``ended_at`` (NULL for the current one). Every
+  engine always has exactly one current epoch; a reset ends it and starts the next
+  (:meth:`Ledger.start_epoch`).
+
+**Dedupe is per epoch.** Content is a duplicate for an engine when that engine's *current* epoch has
+a delivery of it (:meth:`Ledger.deliveries`): the same content twice within an epoch is counted once,
+and content counted in an older epoch may be fed to a new one (a replay, or landed again). A delivery
+``returned`` (a reset gave it back, or a replay fed it) is published to the engines it was returned to
+only. Every method the staging, the drivers and the reset use on deliveries reads and writes the
+current epoch's rows only: an older epoch's record is never changed.
+
+**Migration.** A ledger from before epochs were recorded (deliveries keyed by content and engine) is
+rebuilt on first open: each engine gets a current epoch, and every existing delivery is attributed to
+it (those counted by epochs rotated earlier stay duplicates until the next reset, as they were).
 
 Timestamps are ISO 8601 UTC strings.
 
@@ -42,11 +60,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from wordstream import Progress
 from wordstream.control import utc_now
+from wordstream.settings import ENGINES
 
 FileStatus = Literal["landed", "staged", "quarantined", "duplicate"]
 FILE_STATUSES: tuple[FileStatus, ...] = ("landed", "staged", "quarantined", "duplicate")
@@ -59,7 +79,7 @@ BUSY_TIMEOUT_SECONDS = 30.0
 EXPIRE_BATCH_ROWS = 2000
 EXPIRE_PROGRESS_BATCHES = 10  # a progress line per this many batches
 
-_SCHEMA = """
+_FILES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     name        TEXT NOT NULL,
@@ -74,21 +94,50 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_status ON files (status);
 CREATE INDEX IF NOT EXISTS files_by_sha256 ON files (sha256);
-CREATE TABLE IF NOT EXISTS deliveries (
+CREATE TABLE IF NOT EXISTS epochs (
+    engine      TEXT NOT NULL,
+    name        TEXT NOT NULL PRIMARY KEY,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS epochs_current ON epochs (engine) WHERE ended_at IS NULL;
+"""
+_DELIVERIES_TABLE = """
+CREATE TABLE {table} (
     sha256      TEXT NOT NULL,
     engine      TEXT NOT NULL,
+    epoch       TEXT NOT NULL,
     file_id     INTEGER NOT NULL REFERENCES files (id),
     watch_name  TEXT NOT NULL,
     state       TEXT NOT NULL,
     batch       TEXT,
     updated_at  TEXT NOT NULL,
-    PRIMARY KEY (sha256, engine)
+    PRIMARY KEY (sha256, engine, epoch)
 );
+"""
+_DELIVERIES_INDEXES = """
 CREATE INDEX IF NOT EXISTS deliveries_by_watch_name ON deliveries (engine, watch_name);
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state);
 -- "does this file own a delivery" runs once per staged file: without it, a scan of the whole table.
 CREATE INDEX IF NOT EXISTS deliveries_by_file_id ON deliveries (file_id);
+CREATE INDEX IF NOT EXISTS deliveries_by_epoch ON deliveries (epoch, state);
 """
+# The rows of the engine's current epoch (``deliveries`` unaliased, or aliased ``d``).
+_CURRENT = "epoch = (SELECT name FROM epochs WHERE epochs.engine = deliveries.engine AND ended_at IS NULL)"
+
+
+def epoch_name(engine: str, at: datetime) -> str:
+    """The name of an epoch of ``engine`` that starts at ``at``: ``<engine>-<YYYYmmddTHHMMSSZ>``."""
+    return f"{engine}-{at.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+@dataclass(frozen=True)
+class Epoch:
+    engine: str
+    name: str
+    started_at: str
+    ended_at: str | None  # None: the current epoch
+    files: int  # deliveries processed in it
 
 
 @dataclass(frozen=True)
@@ -109,6 +158,7 @@ class FileRow:
 class Delivery:
     sha256: str
     engine: str
+    epoch: str
     file_id: int
     watch_name: str
     state: DeliveryState
@@ -224,7 +274,13 @@ class Ledger:
             try:
                 # Switching to WAL needs a moment alone with the file; it is a no-op once done.
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    _create_tables(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
                 break
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) or time.monotonic() >= deadline:
@@ -296,9 +352,10 @@ class Ledger:
 
     # -- staging: deliveries ---------------------------------------------------------------------
     def deliveries(self, sha256: str) -> dict[str, Delivery]:
-        """The deliveries of one content, by engine."""
+        """The deliveries of one content in each engine's current epoch, by engine (the dedupe)."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM deliveries WHERE sha256 = ?", (sha256,)).fetchall()
+            rows = conn.execute(f"SELECT * FROM deliveries WHERE sha256 = ? AND {_CURRENT}",
+                                (sha256,)).fetchall()
         return {row["engine"]: _delivery(row) for row in rows}
 
     def owns_delivery(self, file_id: int) -> bool:
@@ -307,32 +364,36 @@ class Ledger:
         return row is not None
 
     def claim(self, file_id: int, sha256: str, engine: str, watch_name: str) -> None:
-        """Write the intent to publish this content to ``engine`` (state ``publishing``)."""
+        """Write the intent to publish this content to ``engine``'s current epoch (state ``publishing``)."""
         with self._connect(write=True) as conn:
             conn.execute(
-                "INSERT INTO deliveries (sha256, engine, file_id, watch_name, state, batch, updated_at)"
-                " VALUES (?, ?, ?, ?, 'publishing', NULL, ?)"
-                " ON CONFLICT (sha256, engine) DO UPDATE SET file_id = excluded.file_id,"
+                "INSERT INTO deliveries (sha256, engine, epoch, file_id, watch_name, state, batch,"
+                " updated_at) SELECT ?, ?, name, ?, ?, 'publishing', NULL, ? FROM epochs"
+                " WHERE engine = ? AND ended_at IS NULL"
+                " ON CONFLICT (sha256, engine, epoch) DO UPDATE SET file_id = excluded.file_id,"
                 " watch_name = excluded.watch_name, state = 'publishing', batch = NULL,"
                 " updated_at = excluded.updated_at",
-                (sha256, engine, file_id, watch_name, utc_now()),
+                (sha256, engine, file_id, watch_name, utc_now(), engine),
             )
 
-    def record_published(self, sha256: str, engine: str) -> None:
-        """The final watch file exists. A driver may already have marked it processed: keep that."""
+    def record_published(self, sha256: str, engine: str, epoch: str | None = None) -> None:
+        """The final watch file exists. A driver may already have marked it processed: keep that.
+
+        ``epoch``: the claim's (recovery); by default the engine's current epoch."""
         with self._connect(write=True) as conn:
             conn.execute(
                 "UPDATE deliveries SET state = 'published', updated_at = ?"
-                " WHERE sha256 = ? AND engine = ? AND state = 'publishing'",
-                (utc_now(), sha256, engine),
+                f" WHERE sha256 = ? AND engine = ? AND state = 'publishing' AND {_epoch_is(epoch)}",
+                (utc_now(), sha256, engine, *_epoch_arg(epoch)),
             )
 
-    def drop_claim(self, sha256: str, engine: str) -> None:
+    def drop_claim(self, sha256: str, engine: str, epoch: str | None = None) -> None:
         """Withdraw an intent whose copy never reached its final name (next run publishes again)."""
         with self._connect(write=True) as conn:
             conn.execute(
-                "DELETE FROM deliveries WHERE sha256 = ? AND engine = ? AND state = 'publishing'",
-                (sha256, engine),
+                "DELETE FROM deliveries WHERE sha256 = ? AND engine = ? AND state = 'publishing'"
+                f" AND {_epoch_is(epoch)}",
+                (sha256, engine, *_epoch_arg(epoch)),
             )
 
     def pending_claims(self) -> list[Delivery]:
@@ -357,7 +418,7 @@ class Ledger:
             for name in names:
                 cursor = conn.execute(
                     "UPDATE deliveries SET state = 'processed', batch = ?, updated_at = ?"
-                    " WHERE engine = ? AND watch_name = ? AND state != 'processed'",
+                    f" WHERE engine = ? AND watch_name = ? AND state != 'processed' AND {_CURRENT}",
                     (str(batch), now, engine, name),
                 )
                 changed += cursor.rowcount
@@ -365,7 +426,7 @@ class Ledger:
 
     def reconcile(self, engine: str, processed: Iterable[str], in_watch: Iterable[str],
                   as_of: str) -> tuple[int, int]:
-        """Make ``engine``'s deliveries agree with the engine's own record of what it processed.
+        """Make ``engine``'s deliveries (of its current epoch) agree with the engine's own record.
 
         ``processed`` are the watch names the engine committed (its checkpoint or its manifests:
         :mod:`wordstream.engines.commits`), read from ``as_of`` on. ``in_watch`` are the names in its
@@ -384,7 +445,7 @@ class Ledger:
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT watch_name, state, updated_at FROM deliveries WHERE engine = ?"
-                " AND state IN ('publishing', 'published', 'processed')",
+                f" AND state IN ('publishing', 'published', 'processed') AND {_CURRENT}",
                 (engine,),
             ).fetchall()
         mark = sorted({row["watch_name"] for row in rows
@@ -398,12 +459,14 @@ class Ledger:
         with self._connect(write=True) as conn:
             marked = conn.executemany(
                 "UPDATE deliveries SET state = 'processed', batch = NULL, updated_at = ?"
-                " WHERE engine = ? AND watch_name = ? AND state IN ('publishing', 'published')",
+                " WHERE engine = ? AND watch_name = ? AND state IN ('publishing', 'published')"
+                f" AND {_CURRENT}",
                 [(now, engine, name) for name in mark],
             ).rowcount
             reopened = conn.executemany(
                 "UPDATE deliveries SET state = 'published', batch = NULL, updated_at = ?"
-                " WHERE engine = ? AND watch_name = ? AND state = 'processed' AND updated_at < ?",
+                " WHERE engine = ? AND watch_name = ? AND state = 'processed' AND updated_at < ?"
+                f" AND {_CURRENT}",
                 [(now, engine, name, as_of) for name in reopen],
             ).rowcount
         return marked, reopened
@@ -412,7 +475,8 @@ class Ledger:
     def delivery_for_watch(self, engine: str, watch_name: str) -> Delivery | None:
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT * FROM deliveries WHERE engine = ? AND watch_name = ? ORDER BY updated_at DESC",
+                f"SELECT * FROM deliveries WHERE engine = ? AND watch_name = ? AND {_CURRENT}"
+                " ORDER BY updated_at DESC",
                 (engine, watch_name),
             ).fetchone()
         return None if row is None else _delivery(row)
@@ -422,47 +486,121 @@ class Ledger:
         with self._connect() as conn:
             row = conn.execute(
                 "SELECT files.name FROM deliveries JOIN files ON files.id = deliveries.file_id"
-                " WHERE deliveries.engine = ? AND deliveries.watch_name = ?"
+                f" WHERE deliveries.engine = ? AND deliveries.watch_name = ? AND {_CURRENT}"
                 " ORDER BY deliveries.updated_at DESC LIMIT 1",
                 (engine, watch_name),
             ).fetchone()
         return None if row is None else str(row["name"])
 
-    def mark_returned(self, engine: str, watch_name: str) -> int:
-        """A reset gives this watch file back to landing: the next staging run republishes it to
-        ``engine`` only. Processed deliveries are never returned."""
+    def mark_returned(self, engine: str, watch_name: str, epoch: str | None = None) -> int:
+        """A reset gives this watch file back to landing for ``engine``'s next ``epoch`` (None: the
+        current one): the next staging run republishes it to ``engine`` only. Processed deliveries
+        are never returned.
+
+        A content ``epoch`` has already (a reset run again after staging published it there) keeps
+        that delivery; the given-back one is dropped: staging takes the landing file as a duplicate.
+        """
         with self._connect(write=True) as conn:
             cursor = conn.execute(
-                "UPDATE deliveries SET state = 'returned', batch = NULL, updated_at = ?"
-                " WHERE engine = ? AND watch_name = ? AND state != 'processed'",
-                (utc_now(), engine, watch_name),
+                "UPDATE OR IGNORE deliveries SET state = 'returned', batch = NULL,"
+                " epoch = COALESCE(?, epoch), updated_at = ?"
+                f" WHERE engine = ? AND watch_name = ? AND state != 'processed' AND {_CURRENT}",
+                (epoch, utc_now(), engine, watch_name),
             )
+            if epoch is not None:
+                conn.execute(
+                    "DELETE FROM deliveries WHERE engine = ? AND watch_name = ? AND state != 'processed'"
+                    f" AND epoch != ? AND {_CURRENT}",
+                    (engine, watch_name, epoch),
+                )
             return cursor.rowcount
 
-    def processed_watch_names(self, engine: str) -> set[str]:
+    def processed_watch_names(self, engine: str, epoch: str | None = None) -> set[str]:
+        """What ``engine`` processed in ``epoch`` (None: the current one)."""
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT watch_name FROM deliveries WHERE engine = ? AND state = 'processed'", (engine,)
+                "SELECT watch_name FROM deliveries WHERE engine = ? AND state = 'processed'"
+                f" AND {_epoch_is(epoch)}", (engine, *_epoch_arg(epoch))
             ).fetchall()
         return {row["watch_name"] for row in rows}
 
     def processed_count(self, engine: str) -> int:
-        """How many contents ``engine`` has processed (cheaper than the set of names)."""
+        """How many contents ``engine``'s current epoch has processed (cheaper than the set of names)."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT COUNT(*) FROM deliveries WHERE engine = ? AND state = 'processed'", (engine,)
+                f"SELECT COUNT(*) FROM deliveries WHERE engine = ? AND state = 'processed' AND {_CURRENT}",
+                (engine,)
             ).fetchone()
         return int(row[0])
 
     def unprocessed(self, engine: str) -> list[str]:
-        """Watch names published to ``engine`` (or being published) and not processed yet."""
+        """Watch names published to ``engine``'s current epoch (or being published), not processed yet."""
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT watch_name FROM deliveries WHERE engine = ? AND state IN ('publishing', 'published')"
-                " ORDER BY updated_at, watch_name",
+                f" AND {_CURRENT} ORDER BY updated_at, watch_name",
                 (engine,),
             ).fetchall()
         return [row["watch_name"] for row in rows]
+
+    # -- epochs ----------------------------------------------------------------------------------
+    def current_epoch(self, engine: str) -> Epoch:
+        """The epoch of ``engine`` that counts what staging publishes now."""
+        return next(epoch for epoch in self.epochs(engine) if epoch.ended_at is None)
+
+    def epochs(self, engine: str) -> list[Epoch]:
+        """Every epoch of ``engine`` the ledger knows, oldest first, with its processed deliveries."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT e.engine, e.name, e.started_at, e.ended_at, COUNT(d.sha256) AS files FROM epochs AS e"
+                " LEFT JOIN deliveries AS d ON d.epoch = e.name AND d.state = 'processed'"
+                " WHERE e.engine = ? GROUP BY e.name ORDER BY e.started_at, e.name", (engine,)).fetchall()
+        return [Epoch(**{key: row[key] for key in row.keys()}) for row in rows]
+
+    def start_epoch(self, engine: str, ending: str, name: str) -> bool:
+        """End ``engine``'s current epoch ``ending`` and start ``name``; False when ``name`` is current
+        already (a reset run again). Deliveries returned to ``name`` earlier are its first ones."""
+        now = utc_now()
+        with self._connect(write=True) as conn:
+            current = conn.execute("SELECT name FROM epochs WHERE engine = ? AND ended_at IS NULL",
+                                   (engine,)).fetchone()
+            if current is not None and current["name"] == name:
+                return False
+            if current is None or current["name"] != ending:
+                raise ValueError(f"the current epoch of {engine} is {current and current['name']!r}, "
+                                 f"not {ending!r}")
+            conn.execute("UPDATE epochs SET ended_at = ? WHERE name = ?", (now, ending))
+            conn.execute("INSERT INTO epochs (engine, name, started_at, ended_at) VALUES (?, ?, ?, NULL)",
+                         (engine, name, now))
+        return True
+
+    # -- replay ----------------------------------------------------------------------------------
+    def archived_files(self, since: str | None = None) -> list[FileRow]:
+        """Finished file rows whose original went to the archive (``staged`` or ``duplicate``),
+        landed at or after ``since`` (ISO UTC; None: all), oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM files WHERE status IN ('staged', 'duplicate') AND sha256 IS NOT NULL"
+                " AND moved_to LIKE 'archive/%' AND (? IS NULL OR landed_at >= ?) ORDER BY id",
+                (since, since)).fetchall()
+        return [_file_row(row) for row in rows]
+
+    def delivery_in(self, sha256: str, engine: str, epoch: str) -> Delivery | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM deliveries WHERE sha256 = ? AND engine = ? AND epoch = ?",
+                               (sha256, engine, epoch)).fetchone()
+        return None if row is None else _delivery(row)
+
+    def return_for_replay(self, file_id: int, sha256: str, engine: str, epoch: str, watch_name: str) -> bool:
+        """Announce that the archived original of ``file_id`` is fed to ``engine``'s ``epoch``: a
+        ``returned`` delivery, so staging publishes its landing copy to that engine only. False (and
+        nothing written) when ``epoch`` already has this content."""
+        with self._connect(write=True) as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO deliveries (sha256, engine, epoch, file_id, watch_name, state,"
+                " batch, updated_at) VALUES (?, ?, ?, ?, ?, 'returned', NULL, ?)",
+                (sha256, engine, epoch, file_id, watch_name, utc_now()))
+        return cursor.rowcount == 1
 
     # -- retention -------------------------------------------------------------------------------
     def expire(self, before: str, still_watched: Callable[[str, str], bool],
@@ -547,10 +685,12 @@ class Ledger:
             for row in rows:
                 entry = asdict(_file_row(row))
                 delivered = conn.execute(
-                    "SELECT engine, state, batch FROM deliveries WHERE file_id = ? ORDER BY engine",
+                    "SELECT engine, epoch, state, batch FROM deliveries WHERE file_id = ?"
+                    " ORDER BY engine, updated_at",
                     (row["id"],),
                 ).fetchall()
-                entry["deliveries"] = {d["engine"]: {"state": d["state"], "batch": d["batch"]}
+                entry["deliveries"] = {d["engine"]: {"state": d["state"], "batch": d["batch"],
+                                                     "epoch": d["epoch"]}
                                        for d in delivered}
                 result.append(entry)
         return result
@@ -569,6 +709,45 @@ class Ledger:
 # A delivery that keeps its content known (bound to ``before`` twice): not processed yet, processed
 # within the window, or published by a file that landed within it (a row gone counts as old).
 _KEPT_DELIVERY = ("d.state != 'processed' OR d.updated_at >= ? OR COALESCE(f.landed_at, '') >= ?")
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    """The schema, in the caller's write transaction: created, or brought up to date (see the module
+    docstring's migration), and a current epoch for every engine that has none."""
+    for statement in _statements(_FILES_SCHEMA):
+        conn.execute(statement)
+    now = datetime.now(UTC)
+    for engine in ENGINES:
+        conn.execute(
+            "INSERT OR IGNORE INTO epochs (engine, name, started_at, ended_at) SELECT ?, ?, ?, NULL"
+            " WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE engine = ? AND ended_at IS NULL)",
+            (engine, epoch_name(engine, now), now.isoformat(timespec="milliseconds"), engine))
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+    if not columns:
+        conn.execute(_DELIVERIES_TABLE.format(table="deliveries"))
+    elif "epoch" not in columns:  # keyed by (sha256, engine): rebuilt with the epoch in the key
+        conn.execute(_DELIVERIES_TABLE.format(table="deliveries_by_epoch"))
+        conn.execute(
+            "INSERT INTO deliveries_by_epoch (sha256, engine, epoch, file_id, watch_name, state, batch,"
+            " updated_at) SELECT d.sha256, d.engine, COALESCE(e.name, d.engine || '-before-epochs'),"
+            " d.file_id, d.watch_name, d.state, d.batch, d.updated_at FROM deliveries AS d"
+            " LEFT JOIN epochs AS e ON e.engine = d.engine AND e.ended_at IS NULL")
+        conn.execute("DROP TABLE deliveries")
+        conn.execute("ALTER TABLE deliveries_by_epoch RENAME TO deliveries")
+    for statement in _statements(_DELIVERIES_INDEXES):
+        conn.execute(statement)
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";\n") if part.strip()]
+
+
+def _epoch_is(epoch: str | None) -> str:
+    return _CURRENT if epoch is None else "epoch = ?"
+
+
+def _epoch_arg(epoch: str | None) -> tuple[str, ...]:
+    return () if epoch is None else (epoch,)
 
 
 def _marks(values: Sequence[object]) -> str:

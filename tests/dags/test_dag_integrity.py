@@ -107,3 +107,20 @@ def test_dag_file_parses_without_heavy_imports(path: Path) -> None:
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
     assert run.returncode == 0, run.stderr[-2000:]
     assert "HEAVY=\n" in run.stdout, f"heavy imports at parse time: {run.stdout[-500:]}"
+
+
+def test_maintenance_replay_param_accepts_what_the_cli_accepts(dags) -> None:  # type: ignore[no-untyped-def]
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    from wordstream.maintenance.replay import parse_replay
+
+    param = dags["streaming_maintenance"].params.get_param("replay")
+    assert param.value == "none" and param.schema.get("title") and "since=" in (param.description or "")
+    for good in ("none", "all", "since=2026-03-04", "since=2026-03-04T05:06"):
+        assert param.resolve(good) == good
+        parse_replay(good)
+    for bad in ("", "yes", "since=2026-03-04 05:06", "since=2026-3-4", "since=2026-03-04T05:06:07"):
+        with pytest.raises(ParamValidationError):
+            param.resolve(bad)
+        with pytest.raises(ValueError):
+            parse_replay(bad)

@@ -200,12 +200,18 @@ def test_reset_stops_a_running_stream_and_leaves_watch_and_checkpoint_clean(
         run_dag(airflow, "stage_incoming_files", tmp_path / "stage.log")
         wait_until(lambda: results.batch_dirs(settings.output("structured")), 120, "a committed batch")
         run_dag(airflow, "streaming_maintenance", tmp_path / "reset.log",
-                {"action": "reset", "engines": ["structured"], "restart": False, "wait_timeout": 60})
+                {"action": "reset", "engines": ["structured"], "restart": False, "wait_timeout": 60,
+                 "replay": "all"})
         assert app.wait(30) == 0, app.tail()
     finally:
         app.cleanup()
     assert not control.is_running(settings.state, "structured")
     assert [p for p in settings.watch("structured").iterdir()] == []
+    # replay=all: both archived originals wait in landing for the new epoch (staging takes them next)
+    archived = Ledger(settings.ledger).archived_files()
+    assert len(archived) == 2
+    assert sorted(p.name for p in settings.landing.iterdir()) == sorted(
+        f"replay-{row.id}-{row.name}" for row in archived)
     assert not settings.checkpoint("structured").exists()
     assert not results.batch_dirs(settings.output("structured"))
     rotated = list(settings.rotated.iterdir())

@@ -75,9 +75,9 @@ def totals(engine: Engine, output: Path) -> dict[str, int]:
 def new_epoch_counts_the_rest(settings: Settings, engine: Engine, tmp_path: Path,
                               reference: dict[Path, dict[str, int]], report: maintenance.ResetReport) -> None:
     """The proof: the old epoch holds exactly the files processed, the new one all the others."""
-    processed = set(watch_files(Ledger(settings.ledger).processed_watch_names(engine),
-                                files_by_watch_name(reference)))
     assert report.rotated_to is not None
+    processed = set(watch_files(Ledger(settings.ledger).processed_watch_names(
+        engine, Path(report.rotated_to).name), files_by_watch_name(reference)))
     old_output = Path(report.rotated_to) / "output"
     old_epoch = totals(engine, old_output)
     assert old_epoch == add_counts(*(reference[path] for path in processed))

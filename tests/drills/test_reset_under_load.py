@@ -122,9 +122,9 @@ def test_reset_during_a_batch_counts_every_file_once(settings: Settings, tmp_pat
     assert status["state"] == "stopped" and "reset" in status["reason"], status
 
     # The old epoch holds exactly the files the ledger says it processed.
-    processed = watch_files(ledger.processed_watch_names(engine), by_prefix)
-    assert report.deleted == len(processed)
     assert report.rotated_to is not None
+    processed = watch_files(ledger.processed_watch_names(engine, Path(report.rotated_to).name), by_prefix)
+    assert report.deleted == len(processed)
     old_epoch = totals(settings, engine, Path(report.rotated_to) / "output")
     assert old_epoch == add_counts(*(reference[p] for p in processed))
     assert set(before) <= set(processed)

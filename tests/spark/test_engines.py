@@ -36,12 +36,13 @@ WORDSTREAM = [sys.executable, "-m", "wordstream.cli"]
 SPARK_LOG_LINE = re.compile(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d [A-Z]+ ")  # the log4j2 pattern's start
 
 
-def totals_via_cli(settings: Settings, engine: str) -> dict[str, int]:
-    """What a user reads: `wordstream totals --format csv`, parsed back."""
+def totals_via_cli(settings: Settings, engine: str, epoch: str | None = None) -> dict[str, int]:
+    """What a user reads: `wordstream totals --format csv [--epoch NAME]`, parsed back."""
     import csv
     import io
 
-    run = subprocess.run([*WORDSTREAM, "totals", "--engine", engine, "--format", "csv"],
+    run = subprocess.run([*WORDSTREAM, "totals", "--engine", engine, "--format", "csv",
+                          *(["--epoch", epoch] if epoch else [])],
                          capture_output=True, text=True, check=False)
     if run.returncode != 0:
         return {}

@@ -97,10 +97,14 @@ def test_returned_delivery_and_original_name(ledger: Ledger) -> None:
     published(ledger, name="orig name.txt")
     watch_name = f"{SHA[:16]}-orig name.txt"
     assert ledger.original_name("dstream", watch_name) == "orig name.txt"
-    assert ledger.mark_returned("dstream", watch_name) == 1
+    old = ledger.current_epoch("dstream").name
+    assert ledger.mark_returned("dstream", watch_name, "dstream-next") == 1
+    assert "dstream" not in ledger.deliveries(SHA)  # returned to the next epoch, not started yet
+    assert ledger.start_epoch("dstream", old, "dstream-next")
     assert ledger.deliveries(SHA)["dstream"].state == "returned"
+    assert ledger.deliveries(SHA)["dstream"].epoch == "dstream-next"
     ledger.mark_processed("structured", "1", [watch_name])
-    assert ledger.mark_returned("structured", watch_name) == 0  # processed is never given back
+    assert ledger.mark_returned("structured", watch_name, "structured-next") == 0  # processed: never
     assert ledger.processed_watch_names("structured") == {watch_name}
 
 
@@ -125,7 +129,8 @@ def test_summary_entries_and_quarantine_reasons(ledger: Ledger) -> None:
     assert summary["deliveries"]["dstream"]["published"] == 1
     entries = ledger.entries(10)
     assert [entry["name"] for entry in entries] == ["bad.bin", "a.txt"]
-    assert entries[1]["deliveries"]["structured"] == {"state": "published", "batch": None}
+    assert entries[1]["deliveries"]["structured"] == {
+        "state": "published", "batch": None, "epoch": ledger.current_epoch("structured").name}
     assert [entry["name"] for entry in ledger.entries(10, status="staged")] == ["a.txt"]
     assert ledger.latest_quarantine(5)[0]["reason"] == "binary: NUL byte at offset 0"
     assert ledger.latest_quarantine(5)[0]["moved_to"] == "quarantine/2-bad.bin"

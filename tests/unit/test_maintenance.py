@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -103,6 +103,14 @@ OUTPUT = {"batch=00000000000000000000/part-0.parquet": b"PAR1",
           "batch=00000000000000000001/part-0.parquet": b"PAR1x"}
 
 
+def epoch_states(settings: Settings, engine: str, epoch: str,
+                 contents: Iterable[bytes] = FILES.values()) -> dict[bytes, str]:
+    """The state of each content's delivery to ``engine`` in ``epoch`` (contents without one left out)."""
+    ledger = Ledger(settings.ledger)
+    found = {data: ledger.delivery_in(hashlib.sha256(data).hexdigest(), engine, epoch) for data in contents}
+    return {data: delivery.state for data, delivery in found.items() if delivery is not None}
+
+
 def staged(settings: Settings) -> None:
     land(settings, FILES)
     assert staging.stage(settings, progress=lambda _line: None, recheck_seconds=0).staged == len(FILES)
@@ -135,10 +143,11 @@ def test_reset_stops_the_driver_gives_back_unprocessed_files_and_rotates(
     assert list(settings.watch("dstream").iterdir()) == []
     # unprocessed files are back in landing under their original names, byte for byte
     assert visible(settings.landing) == {"three.txt": b"3 3 3\n", "four.txt": b"4\n"}
-    deliveries = {data: ledger.deliveries(hashlib.sha256(data).hexdigest())["dstream"].state
-                  for data in FILES.values()}
-    assert deliveries == {b"one\n": "processed", b"two two\n": "processed", b"3 3 3\n": "returned",
-                          b"4\n": "returned"}
+    assert report.rotated_to is not None and report.epoch == ledger.current_epoch("dstream").name
+    # the old epoch (named as its rotated folder) keeps what it counted; the new one gets the rest
+    assert epoch_states(settings, "dstream", Path(report.rotated_to).name) == {
+        b"one\n": "processed", b"two two\n": "processed"}
+    assert epoch_states(settings, "dstream", report.epoch) == {b"3 3 3\n": "returned", b"4\n": "returned"}
     # checkpoint, output and status moved together into one rotated epoch
     assert not settings.checkpoint("dstream").exists() and not settings.output("dstream").exists()
     assert report.rotated_to is not None
@@ -185,10 +194,10 @@ def test_reset_goes_by_the_commit_log_and_drops_output_that_was_never_committed(
     assert report.rotated_to is not None
     assert read_tree(Path(report.rotated_to) / "output") == {
         k: v for k, v in OUTPUT.items() if k.startswith("batch=00000000000000000000/")}
-    states = {data: Ledger(settings.ledger).deliveries(hashlib.sha256(data).hexdigest())["structured"].state
-              for data in FILES.values()}
-    assert states == {b"one\n": "processed", b"two two\n": "processed", b"3 3 3\n": "returned",
-                      b"4\n": "returned"}
+    assert epoch_states(settings, "structured", Path(report.rotated_to).name) == {
+        b"one\n": "processed", b"two two\n": "processed"}
+    assert report.epoch is not None
+    assert epoch_states(settings, "structured", report.epoch) == {b"3 3 3\n": "returned", b"4\n": "returned"}
     assert not control.reset_journal_path(settings.state, "structured").exists()
 
 

@@ -156,6 +156,8 @@ def test_running_engine_view_has_the_numbers_of_status_ledger_watch_folder_and_r
     assert [item["name"] for item in ledger["latest_quarantine"]] == [f"bad{i}.bin" for i in (6, 5, 4, 3, 2)]
     assert ledger["latest_quarantine"][0]["reason"] == "not UTF-8 text (byte 0xff at offset 6)"
     assert "unprocessed" not in ledger
+    assert ledger["epoch"] == Ledger(populated.ledger).current_epoch("structured").name
+    assert ledger["epoch"].startswith("structured-")
 
     assert view["results"] == {
         "semantics": "running-totals", "batches": 2, "distinct_words": 4, "total_count": 7 + 1 + 2 + 2,
@@ -274,6 +276,7 @@ def test_nothing_at_all_gives_a_view_with_notes_and_creates_nothing(tmp_path: Pa
     assert view["recent_batches"] == []
     assert view["lag"] == {"files": 0, "oldest_name": None, "oldest_at": None, "oldest_age_seconds": None}
     assert view["ledger"]["exists"] is False and view["ledger"]["total_files"] == 0
+    assert view["ledger"]["epoch"] is None
     assert view["results"]["top_words"] == [] and view["results"]["batches"] == 0
     assert any("never" in note or "No structured stream" in note for note in view["notes"])
     assert any("ledger" in note for note in view["notes"])

@@ -107,7 +107,7 @@ def _ledger_view(settings: Settings, engine: Engine, notes: list[str]) -> dict[s
     files = {status: 0 for status in FILE_STATUSES}
     deliveries = {state: 0 for state in DELIVERY_STATES}
     view: dict[str, Any] = {"exists": False, "files": files, "total_files": 0, "deliveries": deliveries,
-                            "latest_quarantine": [], "unprocessed": []}
+                            "latest_quarantine": [], "unprocessed": [], "epoch": None}
     if not settings.ledger.exists():  # never create the database just by looking
         notes.append("No file has been staged yet (the ledger is empty).")
         return view
@@ -116,6 +116,7 @@ def _ledger_view(settings: Settings, engine: Engine, notes: list[str]) -> dict[s
         summary = ledger.summary()
         quarantine = ledger.latest_quarantine(QUARANTINE_SHOWN)
         unprocessed = ledger.unprocessed(engine)
+        epoch = ledger.current_epoch(engine).name
     except sqlite3.Error as error:
         _LEDGERS.pop(settings.ledger, None)
         notes.append(f"The ledger could not be read: {error}.")
@@ -123,7 +124,7 @@ def _ledger_view(settings: Settings, engine: Engine, notes: list[str]) -> dict[s
     files.update(summary["files"])
     deliveries.update(summary["deliveries"].get(engine, {}))
     view.update(
-        exists=True, total_files=summary["total_files"], unprocessed=unprocessed,
+        exists=True, total_files=summary["total_files"], unprocessed=unprocessed, epoch=epoch,
         latest_quarantine=[{"name": row["name"], "reason": row["reason"], "at": row["updated_at"]}
                            for row in quarantine],
     )

@@ -22,9 +22,10 @@ task runs :func:`stage_until`, waves until a deadline, so one DAG run serves a s
    inode's ctime moved, which catches a producer who put size and mtime back) is left for a later
    wave. A reject goes to ``data/quarantine/<id>-<safe name>`` with ``<that name>.reason.txt``; its
    copy is removed.
-3. **Deduplicated by sha256**, per engine: content every engine already has (or had, processed) is a
-   ``duplicate`` and is only archived. A delivery ``returned`` by a reset is published again to that
-   engine only.
+3. **Deduplicated by sha256**, per engine and epoch: content that the current epoch of every engine
+   already has (published or processed) is a ``duplicate`` and is only archived; content counted by
+   an older epoch only is new to the current one. A delivery ``returned`` by a reset (a give-back or
+   a replay of an archived original) is published to the engines it was returned to only.
 4. **Published atomically**, a group of files at a time (up to ``GROUP_FILES`` files or
    ``GROUP_BYTES``): the group's copies made durable by one ``syncfs`` (an fsync of the copy for a
    group of one file, or where ``syncfs`` does not exist), each copy's mtime set to now (the DStream

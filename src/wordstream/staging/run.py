@@ -153,9 +153,9 @@ class _Run:
                         removed += 1
         for claim in self.ledger.pending_claims():
             if os.path.lexists(self.settings.watch(check_engine(claim.engine)) / claim.watch_name):
-                self.ledger.record_published(claim.sha256, claim.engine)
+                self.ledger.record_published(claim.sha256, claim.engine, claim.epoch)
             else:
-                self.ledger.drop_claim(claim.sha256, claim.engine)
+                self.ledger.drop_claim(claim.sha256, claim.engine, claim.epoch)
         finished = 0
         for row in self.ledger.unfinished_files():
             if _is_component(row.name) and os.path.lexists(self.settings.landing / row.name):
@@ -302,8 +302,7 @@ class _Run:
         item.row = self.ledger.begin(candidate.name, item.sha256, candidate.size)
         item.watch_name = watch_name_for(item.sha256, candidate.name)
         item.deliveries = self.ledger.deliveries(item.sha256)
-        item.needed = [engine for engine in ENGINES
-                       if engine not in item.deliveries or item.deliveries[engine].state == "returned"]
+        item.needed = needed_engines(item.deliveries)
         for engine in item.needed:
             self.ledger.claim(item.row.id, item.sha256, engine, item.watch_name)
             target = self.settings.watch(engine) / item.watch_name
@@ -496,6 +495,15 @@ class _Item:
             os.close(self.fd)
             self.fd = None
         self.drop_copy()
+
+
+def needed_engines(deliveries: dict[str, Delivery]) -> list[Engine]:
+    """The engines a landing file of this content is published to, given its deliveries in each
+    engine's current epoch: those it was returned to (a reset's give-back or a replay: that engine
+    only), else every engine whose current epoch does not have it yet (the per-epoch dedupe)."""
+    returned = [engine for engine in ENGINES
+                if engine in deliveries and deliveries[engine].state == "returned"]
+    return returned or [engine for engine in ENGINES if engine not in deliveries]
 
 
 def _is_component(name: str) -> bool:

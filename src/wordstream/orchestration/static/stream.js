@@ -202,6 +202,7 @@
       setField("ledger_" + k, fmtInt(ledger.files[k]), ledger.files[k]);
     });
     setField("ledger_total", fmtInt(ledger.total_files), ledger.total_files);
+    setField("epoch", ledger.epoch || "—", ledger.epoch);
     ["publishing", "published", "processed", "returned"].forEach(function (k) {
       setField("delivery_" + k, fmtInt(ledger.deliveries[k]), ledger.deliveries[k]);
     });
