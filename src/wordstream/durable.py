@@ -16,6 +16,15 @@ from pathlib import Path
 from typing import Any
 
 
+def fsync_file(path: Path) -> None:
+    """Make a file's written bytes durable before a rename publishes it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make the renames in ``folder`` durable, not just visible (it costs a journal commit)."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

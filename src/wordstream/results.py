@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from wordstream import control
-from wordstream.durable import fsync_dir, write_json_atomically
+from wordstream.durable import fsync_dir, fsync_file, write_json_atomically
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -327,12 +327,12 @@ def _compact(output: Path, semantics: Semantics, upto: int) -> Compaction:
     table = pa.table({"key": pa.array(ordered, pa.string()),
                       "count": pa.array([totals[key] for key in ordered], pa.int64())})
     pq.write_table(table, tmp / SNAPSHOT_PART)
-    _fsync_file(tmp / SNAPSHOT_PART)
+    fsync_file(tmp / SNAPSHOT_PART)
     sources = [*([listing.snapshot] if listing.snapshot else []), *fold]
     manifests = [read_manifest(folder) for folder in sources]
     if any(names is not None for names in manifests):  # DStream's record of what it processed goes along
         write_manifest(tmp, (name for names in manifests for name in names or ()))
-        _fsync_file(tmp / MANIFEST)
+        fsync_file(tmp / MANIFEST)
     write_json_atomically(tmp / SNAPSHOT_INFO, {
         "batch_id": batch_id, "semantics": semantics, "keys": len(ordered),
         "batches": listing.batch_count() - len(listing.batches) + len(fold),
@@ -357,14 +357,6 @@ def foldable_upto(engine: str, checkpoint: Path, remember_seconds: float, now: f
 
         return structured_last_commit(checkpoint)
     return int((now - remember_seconds) * 1000)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(folders: Iterable[Path]) -> int:

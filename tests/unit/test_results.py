@@ -189,7 +189,7 @@ def dies_after(original, torn=False):
     return wrapper
 
 owner, attr = {
-    "write_table": (pq, "write_table"), "fsync_file": (results, "_fsync_file"),
+    "write_table": (pq, "write_table"), "fsync_file": (results, "fsync_file"),
     "write_json": (results, "write_json_atomically"), "fsync_dir": (results, "fsync_dir"),
     "os.replace": (os, "replace"), "rmtree": (shutil, "rmtree"),
 }[point]
