@@ -302,12 +302,11 @@ class Ledger:
                 (name, sha256, size),
             ).fetchone()
             if row is None:
-                cursor = conn.execute(
+                row = conn.execute(
                     "INSERT INTO files (name, sha256, size, status, landed_at, updated_at)"
-                    " VALUES (?, ?, ?, 'landed', ?, ?)",
+                    " VALUES (?, ?, ?, 'landed', ?, ?) RETURNING *",
                     (name, sha256, size, now, now),
-                )
-                row = conn.execute("SELECT * FROM files WHERE id = ?", (cursor.lastrowid,)).fetchone()
+                ).fetchone()
             return _file_row(row)
 
     def file(self, file_id: int) -> FileRow | None:
@@ -383,8 +382,8 @@ class Ledger:
         with self._connect(write=True) as conn:
             conn.execute(
                 "UPDATE deliveries SET state = 'published', updated_at = ?"
-                f" WHERE sha256 = ? AND engine = ? AND state = 'publishing' AND {_epoch_is(epoch)}",
-                (utc_now(), sha256, engine, *_epoch_arg(epoch)),
+                f" WHERE sha256 = ? AND engine = ? AND state = 'publishing' AND {_epoch_of(epoch)}",
+                (utc_now(), sha256, engine, epoch or engine),
             )
 
     def drop_claim(self, sha256: str, engine: str, epoch: str | None = None) -> None:
@@ -392,8 +391,8 @@ class Ledger:
         with self._connect(write=True) as conn:
             conn.execute(
                 "DELETE FROM deliveries WHERE sha256 = ? AND engine = ? AND state = 'publishing'"
-                f" AND {_epoch_is(epoch)}",
-                (sha256, engine, *_epoch_arg(epoch)),
+                f" AND {_epoch_of(epoch)}",
+                (sha256, engine, epoch or engine),
             )
 
     def pending_claims(self) -> list[Delivery]:
@@ -520,7 +519,7 @@ class Ledger:
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT watch_name FROM deliveries WHERE engine = ? AND state = 'processed'"
-                f" AND {_epoch_is(epoch)}", (engine, *_epoch_arg(epoch))
+                f" AND {_epoch_of(epoch)}", (engine, epoch or engine)
             ).fetchall()
         return {row["watch_name"] for row in rows}
 
@@ -742,12 +741,12 @@ def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";\n") if part.strip()]
 
 
-def _epoch_is(epoch: str | None) -> str:
-    return _CURRENT if epoch is None else "epoch = ?"
-
-
-def _epoch_arg(epoch: str | None) -> tuple[str, ...]:
-    return () if epoch is None else (epoch,)
+def _epoch_of(epoch: str | None) -> str:
+    """``epoch = ?``, of the given epoch or else of the engine's current one, whose name is the
+    argument. Unlike :data:`_CURRENT` the subquery is not correlated, so SQLite looks the row up by
+    its whole primary key; the correlated form led it to scan every delivery of the same state."""
+    return "epoch = ?" if epoch is not None else (
+        "epoch = (SELECT name FROM epochs WHERE engine = ? AND ended_at IS NULL)")
 
 
 def _marks(values: Sequence[object]) -> str:

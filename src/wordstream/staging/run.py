@@ -123,6 +123,7 @@ class _Run:
         self.ledger = Ledger(settings.ledger)
         self.progress = progress
         self.report = StageReport()
+        self.watch = {engine: settings.watch(engine) for engine in ENGINES}  # looked up per file
         self.touched: set[Path] = set()  # folders with renames, made durable at the end of the run
         self.spare: list[tuple[int, Path]] = []  # emptied copies, for the next files (see spare_copy)
 
@@ -242,7 +243,7 @@ class _Run:
             return Inspection(None, candidate.size, f"too large: {candidate.size} bytes > limit {limit}")
         assert item.fd is not None
         spare = self.spare.pop() if self.spare else None
-        item.copy_fd, item.copy = spare or open_copy(self.settings.watch(ENGINES[0]))
+        item.copy_fd, item.copy = spare or open_copy(self.watch[ENGINES[0]])
         inspection = inspect_content(item.fd, limit, max_line_bytes=self.settings.max_line_bytes,
                                      copy_to=item.copy_fd)
         after = os.fstat(item.fd)
@@ -305,7 +306,7 @@ class _Run:
         item.needed = needed_engines(item.deliveries)
         for engine in item.needed:
             self.ledger.claim(item.row.id, item.sha256, engine, item.watch_name)
-            target = self.settings.watch(engine) / item.watch_name
+            target = self.watch[engine] / item.watch_name
             if not os.path.lexists(target):  # exists: published by a run that died before recording it
                 item.to_write[engine] = target
         if not item.to_write:
@@ -328,7 +329,7 @@ class _Run:
         if not written:
             return
         if HAS_SYNCFS and len(written) >= SYNCFS_FROM_FILES:
-            flush_filesystem(self.settings.watch(ENGINES[0]))  # where open_copy makes every copy
+            flush_filesystem(self.watch[ENGINES[0]])  # where open_copy makes every copy
         else:
             for item in written:
                 assert item.copy_fd is not None
@@ -348,7 +349,8 @@ class _Run:
         for engine in item.needed:
             self.ledger.record_published(item.sha256, engine)
             self.report.published[engine] += 1
-        item.status = self.outcome(item.row.id)
+        # It claimed deliveries of its own, or else one of a crashed run's rows may own some.
+        item.status = "staged" if item.needed else self.outcome(item.row.id)
         if item.status == "duplicate":
             first = next(iter(item.deliveries.values()))
             owner = self.ledger.file(first.file_id)
