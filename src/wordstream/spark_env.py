@@ -17,6 +17,10 @@ from wordstream.settings import SPARK_APPS_DIR, Engine, Settings
 
 # Spark's logging for driver and executors: WARN, plus what Airflow's SparkSubmitHook parses.
 LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
+# spark-submit first runs a launcher JVM that only prints the driver's command line and exits: the
+# client compiler alone and the serial collector start it in 0.12-0.18 s instead of 0.35 s. The
+# driver's JVM keeps its defaults (C2 for a stream that runs for weeks).
+LAUNCHER_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def spark_home() -> Path:
@@ -31,7 +35,8 @@ def spark_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Variables to add to a spark-submit's environment (PATH with this venv's bin first).
 
     Spark binds its driver, block manager and UI to ``SPARK_LOCAL_IP``: loopback unless the caller
-    set another address (a driver that cluster executors must reach, as in docker-compose).
+    set another address (a driver that cluster executors must reach, as in docker-compose). The
+    launcher JVM's options (:data:`LAUNCHER_JAVA_OPTS`) give way to the caller's own.
     """
     base = os.environ if base is None else base
     bin_dir = str(Path(sys.executable).parent)
@@ -44,6 +49,7 @@ def spark_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": base.get("SPARK_LOCAL_IP") or "127.0.0.1",
+        "SPARK_LAUNCHER_OPTS": base.get("SPARK_LAUNCHER_OPTS") or LAUNCHER_JAVA_OPTS,
     }
 
 

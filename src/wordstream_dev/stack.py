@@ -284,9 +284,11 @@ class Stack:
         stamp.write_text(version + "\n")
 
     def wait_healthy(self, timeout: float | None = None) -> None:
-        """Until ``/api/v2/monitor/health`` reports every component healthy; a progress line each 10 s."""
+        """Until ``/api/v2/monitor/health`` reports every component healthy and the execution API
+        answers (:meth:`AirflowClient.execution_health`); a progress line each 10 s."""
         timeout = self.start_timeout if timeout is None else timeout
         probe = AirflowClient(self.api_url, timeout=5.0, retries=0)
+        warmed = False
         started = time.monotonic()
         last_report = started
         self.progress(f"starting Airflow (log: {self.log_file}) ...")
@@ -298,7 +300,12 @@ class Stack:
             except AirflowApiError:
                 health = {}
             states = {name: (health.get(name) or {}).get("status") for name in HEALTH_COMPONENTS}
-            if all(state == "healthy" for state in states.values()):
+            if health and not warmed:  # the API server answers: build the execution API now
+                try:
+                    warmed = bool(probe.execution_health())
+                except AirflowApiError:
+                    pass  # asked again on the next round; the timeout below still holds
+            if warmed and all(state == "healthy" for state in states.values()):
                 self.progress(f"Airflow is up after {time.monotonic() - started:.0f} s")
                 return
             now = time.monotonic()

@@ -11,7 +11,14 @@ import pytest
 from wordstream import class_archive, results
 from wordstream.engines.driver import startup_summary
 from wordstream.settings import Settings
-from wordstream.spark_env import LOG_CONFIG, conf_arguments, prefer_installed_pyspark, submit_conf
+from wordstream.spark_env import (
+    LAUNCHER_JAVA_OPTS,
+    LOG_CONFIG,
+    conf_arguments,
+    prefer_installed_pyspark,
+    spark_env,
+    submit_conf,
+)
 from wordstream_dev import task_log
 
 
@@ -33,6 +40,15 @@ def test_driver_and_executors_get_the_log_configuration(tmp_path: Path,
     assert conf["spark.executor.defaultJavaOptions"] == option
     assert conf["spark.sql.shuffle.partitions"] == "4"  # the settings' knobs are all there too
     assert conf_arguments({"a": "1", "b": "x y"}) == ["--conf", "a=1", "--conf", "b=x y"]
+
+
+def test_the_launcher_jvm_starts_lean_unless_the_caller_set_its_options() -> None:
+    """spark-submit's launcher JVM (it prints the driver's command and exits) takes
+    SPARK_LAUNCHER_OPTS; tests/unit/test_install.py runs a real spark-submit with them."""
+    assert spark_env({"PATH": "/usr/bin"})["SPARK_LAUNCHER_OPTS"] == LAUNCHER_JAVA_OPTS
+    assert "TieredStopAtLevel=1" in LAUNCHER_JAVA_OPTS
+    own = {"PATH": "/usr/bin", "SPARK_LAUNCHER_OPTS": "-Xmx64m"}
+    assert spark_env(own)["SPARK_LAUNCHER_OPTS"] == "-Xmx64m"
 
 
 def test_the_log_configuration_keeps_what_the_spark_provider_parses() -> None:
