@@ -15,6 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# link() fails with these where the folders are on different file systems, or the file system has
+# no hard links: :func:`link_or_copy` copies then.
+NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
+
 
 def fsync_file(path: Path) -> None:
     """Make a file's written bytes durable before a rename publishes it."""
@@ -109,6 +113,20 @@ def copy_atomically(source: Path, target: Path, mtime_ns: int | None = None) -> 
         raise
     finally:
         os.close(fd)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """A new name ``target`` for ``source`` (a hard link: no bytes written), or, where the two
+    folders cannot share an inode, a durable copy with ``source``'s mtime, renamed into place.
+
+    ``target`` must not exist yet (FileExistsError). The caller fsyncs the folder.
+    """
+    try:
+        os.link(source, target)
+    except OSError as error:
+        if error.errno not in NO_LINK:
+            raise
+        copy_atomically(source, target, mtime_ns=os.stat(source).st_mtime_ns)
 
 
 def unique_path(folder: Path, name: str) -> Path:

@@ -178,13 +178,19 @@ def test_reset_with_replay_feeds_each_archived_content_to_that_engine_only(setti
     counted_by_dstream(settings)
     structured_before = ledger_rows(settings, "structured"), watch_contents(settings, "structured")
 
+    archived = archive_inodes(settings)
+
     report = reset_engine(settings, "dstream", wait_timeout=1, progress=lambda _line: None, replay="all")
 
     assert (report.deleted, report.returned, report.replayed, report.replay_missing) == (4, 0, 4, 0)
     assert sorted(p.name for p in settings.landing.iterdir()) == sorted(
         f"replay-{n}-{name.replace(' ', '_')}" for n, name in enumerate(FILES, 1))
+    # second names of the archived originals, not copies
+    assert {p.stat().st_ino for p in settings.landing.iterdir()} <= archived
     land(settings, {"new.txt": b"brand new\n"})  # arrives while the replay is staged
+    new_inode = (settings.landing / "new.txt").stat().st_ino
     assert stage(settings).staged == len(FILES) + 1
+    assert archive_inodes(settings) == archived | {new_inode}  # archived again: no bytes twice
     assert watch_contents(settings, "dstream") == sorted([*FILES.values(), b"brand new\n"])
     # the other engine: its rows and files as they were, and the new file only
     rows_before, watch_before = structured_before
@@ -195,6 +201,10 @@ def test_reset_with_replay_feeds_each_archived_content_to_that_engine_only(setti
     assert Ledger(settings.ledger).current_epoch("dstream").name == report.epoch
     assert len(Ledger(settings.ledger).unprocessed("dstream")) == len(FILES) + 1
     assert stage(settings).staged == 0 and list(settings.landing.iterdir()) == []
+
+
+def archive_inodes(settings: Settings) -> set[int]:
+    return {path.stat().st_ino for path in settings.archive.rglob("*") if path.is_file()}
 
 
 def test_replay_since_selects_by_landing_time(settings: Settings) -> None:
@@ -230,13 +240,13 @@ import os, signal, sys
 from wordstream.maintenance import replay, reset_engine
 from wordstream.settings import Settings
 
-copies, copy = [], replay.copy_atomically
-def killing_copy(source, dest, mtime_ns=None):
+copies, copy = [], replay.link_or_copy
+def killing_copy(source, dest):
     if copies:
         os.kill(os.getpid(), signal.SIGKILL)
     copies.append(dest)
-    copy(source, dest, mtime_ns=mtime_ns)
-replay.copy_atomically = killing_copy
+    copy(source, dest)
+replay.link_or_copy = killing_copy
 reset_engine(Settings.from_env(), "dstream", wait_timeout=1, progress=print, replay="all")
 """
 

@@ -10,9 +10,15 @@ content (``sha256``). Only what both still hold can be replayed.
 **Through the normal staging path, to that engine only** (:func:`feed_replay`, run by the reset after
 the new epoch started, with the staging lock held): for each content in range (its oldest file row
 whose original is still archived), the ledger first gets a ``returned`` delivery of it to the new
-epoch of the engine, then a copy of the original lands as ``landing/replay-<id>-<name>``. Staging
-takes it like any landing file (stability, validation, atomic publish, archive) and publishes it to
-the engines it was returned to: this one. The other engine's deliveries are not read or written.
+epoch of the engine, then the original lands as ``landing/replay-<id>-<name>``. Staging takes it
+like any landing file (stability, validation, atomic publish, archive) and publishes it to the
+engines it was returned to: this one. The other engine's deliveries are not read or written.
+
+**A second name, not a copy.** The landing file is a hard link to the archived original (a copy
+only where landing and the archive cannot share an inode): no bytes are written, so the feed holds
+the staging lock for a ledger write and a link per file, and the replayed file archived again by
+staging is one more name for the same bytes, not a second copy of the range. The archive is never
+written in place; a ``replay-`` name in landing is the feed's own, for no producer to write into.
 
 **Exactly once, resumable.** A content the new epoch already has (fed earlier, or landed meanwhile)
 is skipped: dedupe is per epoch. Each step is safe to repeat: a reset killed during the replay is
@@ -29,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from wordstream import Progress
-from wordstream.durable import copy_atomically, fsync_dir
+from wordstream.durable import fsync_dir, link_or_copy
 from wordstream.ledger import FileRow, Ledger
 from wordstream.settings import Engine, Settings
 from wordstream.staging import safe_name, watch_name_for
@@ -133,7 +139,10 @@ def feed_replay(settings: Settings, engine: Engine, epoch: str, replay: Replay,
             elif not original.is_file():
                 report.missing += 1
                 continue
-            copy_atomically(original, dest, mtime_ns=os.stat(original).st_mtime_ns)
+            try:
+                link_or_copy(original, dest)
+            except FileExistsError:
+                pass  # an earlier feed's name for the same original, not staged yet: it serves
             report.fed += 1
             if done % PROGRESS_EVERY == 0:
                 progress(f"replay: {done}/{len(rows)} contents ({report.fed} fed)")

@@ -18,18 +18,14 @@ to landing as a copy (:func:`wordstream.maintenance.reset.give_back`).
 
 from __future__ import annotations
 
-import errno
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from wordstream.durable import copy_atomically
+from wordstream.durable import link_or_copy
 
 COPY_MODE = 0o644
-# link() fails with these where the folders are on different file systems, or the file system has
-# no hard links: that engine gets a copy of its own.
-NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
 
 
 def open_copy(folder: Path) -> tuple[int, Path]:
@@ -56,10 +52,5 @@ def publish_copy(copy: Path, targets: Sequence[Path]) -> None:
     """
     os.utime(copy)  # now: the copy is new to the engines whatever the original's age
     for target in targets:
-        try:
-            os.link(copy, target)
-        except OSError as error:
-            if error.errno not in NO_LINK:
-                raise
-            copy_atomically(copy, target)
+        link_or_copy(copy, target)
     copy.unlink()
