@@ -6,14 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import processes_mentioning, wait_until
+from support import wait_none_left
 
 from wordstream.settings import Settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """A whole data directory of its own; no process that mentions it may outlive the test."""
+    """A whole data directory of its own; no process that uses the test's folder may outlive it."""
     data_dir = tmp_path / "data"
     monkeypatch.setenv("WORDSTREAM_DATA_DIR", str(data_dir))
     monkeypatch.setenv("WORDSTREAM_DSTREAM_REMEMBER_SECONDS", "5")
@@ -21,5 +21,4 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     result = Settings.from_env()
     result.ensure_dirs()
     yield result
-    wait_until(lambda: not processes_mentioning(str(data_dir)), 30,
-               f"every process using {data_dir} to exit")
+    wait_none_left(tmp_path)

@@ -3,8 +3,8 @@
 The reference is written from the key contract (``wordstream.engines.keys``: lines as Hadoop's reader
 ends them, words split on ASCII whitespace) with plain loops, sharing no code with the package, so a
 bug in ``wordstream.engines.keys`` cannot hide itself. Processes are found, started
-and stopped with :mod:`wordstream_dev.processes`, as the tooling does (``group_members`` and
-``processes_mentioning`` are re-exported from there).
+and stopped with :mod:`wordstream_dev.processes`, as the tooling does (``group_members``,
+``processes_mentioning`` and ``processes_using`` are re-exported from there).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from wordstream import control
 from wordstream_dev.processes import group_members as group_members
 from wordstream_dev.processes import processes_mentioning as processes_mentioning
+from wordstream_dev.processes import processes_using as processes_using
 from wordstream_dev.spark_submit import StreamApp
 
 ASCII_WHITESPACE = " \t\n\x0b\x0c\r"
@@ -142,6 +143,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         return control.wait_for(predicate, timeout, what, interval)
     except TimeoutError as error:
         raise AssertionError(str(error)) from None
+
+
+def wait_none_left(*directories: Path, timeout: float = 30) -> None:
+    """Until no process but this one names, works in or has its AIRFLOW_HOME in ``directories``.
+
+    A process that renamed itself (Airflow's task processes do) is caught by its working directory
+    or AIRFLOW_HOME when its command line no longer names anything of the test's.
+    """
+    wait_until(lambda: not any(processes_using(directory) for directory in directories), timeout,
+               f"every process using {', '.join(map(str, directories))} to exit")
 
 
 def assert_totals_stay(read: Callable[[], dict[str, int]], expected: Mapping[str, int],

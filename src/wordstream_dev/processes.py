@@ -7,7 +7,8 @@ piece they share:
 * ports: whether one is in use, free ones for a second instance beside the first, who holds one;
 * identity: a recorded pid is only still "ours" while its creation time matches (pids are reused,
   pid files outlive their processes);
-* finding processes: by process group, by command line, by an inherited environment variable;
+* finding processes: by process group, by command line, by an inherited environment variable, by
+  working directory;
 * stopping: SIGTERM, a grace period, SIGKILL, for whole process groups and single processes alike;
 * :class:`LoggedProcess`: a command in a session of its own with its output in a log file;
 * the tail of a log, for error messages that say where to look.
@@ -133,16 +134,21 @@ def names(processes: Iterable[psutil.Process]) -> str:
 
 
 # -- finding processes --------------------------------------------------------------------------
-def group_members(pgid: int) -> list[psutil.Process]:
-    """The live processes of a process group."""
-    members = []
+def live_processes(match: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
+    """Live processes ``match`` accepts, skipping those that vanish or hide while being looked at."""
+    found = []
     for proc in psutil.process_iter(["status"]):
         try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                members.append(proc)
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and match(proc):
+                found.append(proc)
         except _GONE:
             continue
-    return members
+    return found
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """The live processes of a process group."""
+    return live_processes(lambda proc: os.getpgid(proc.pid) == pgid)
 
 
 def recorded_group(leader: int, created: float) -> list[psutil.Process]:
@@ -161,27 +167,58 @@ def recorded_group(leader: int, created: float) -> list[psutil.Process]:
 
 def processes_mentioning(*texts: str) -> list[psutil.Process]:
     """Live processes whose command line contains every one of ``texts`` (e.g. a data directory)."""
-    found = []
-    for proc in psutil.process_iter(["status", "cmdline"]):
-        try:
-            command = " ".join(proc.info["cmdline"] or [])
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and all(text in command for text in texts):
-                found.append(proc)
-        except _GONE:
-            continue
-    return found
+    return live_processes(lambda proc: all(text in " ".join(proc.cmdline()) for text in texts))
 
 
 def processes_with_env(name: str, value: str) -> list[psutil.Process]:
-    """Live processes whose environment has ``name=value`` (inherited across forks, execs, sessions)."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.environ().get(name) == value:
-                found.append(proc)
-        except _GONE:
-            continue
-    return found
+    """Live processes whose environment shows ``name=value``.
+
+    The variable is inherited across forks, execs and sessions, but ``/proc/<pid>/environ`` is the
+    memory the environment had at the last exec: a process that renames itself with
+    ``setproctitle`` (Airflow's task, supervisor and executor processes do) overwrites it and shows
+    none; :func:`detached_processes_in` still finds those.
+    """
+    return live_processes(lambda proc: proc.environ().get(name) == value)
+
+
+def detached_processes_in(directory: Path) -> list[psutil.Process]:
+    """Live processes without a controlling terminal whose working directory is ``directory``.
+
+    A process that renamed itself keeps its working directory when its command line and its
+    environment say nothing any more. Everything a tool starts in a session of its own has no
+    terminal; a shell or an editor a user opened in that directory has one, and is not taken for
+    the tool's. Only that directory itself counts, not what lies under it, so a home that contains
+    other things (``$HOME``) does not claim their processes.
+    """
+    return live_processes(lambda proc: Path(proc.cwd()) == directory and not has_terminal(proc))
+
+
+def has_terminal(proc: psutil.Process) -> bool:
+    """True when ``proc`` has a controlling terminal (``tty_nr`` of ``/proc/<pid>/stat``).
+
+    Read directly: ``psutil.Process.terminal()`` maps it through a table of ``/dev`` built once per
+    process, which does not know a terminal opened later.
+    """
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    except FileNotFoundError:
+        raise psutil.NoSuchProcess(proc.pid) from None
+    return int(stat.rsplit(")", 1)[1].split()[4]) != 0
+
+
+def processes_using(directory: Path) -> list[psutil.Process]:
+    """Live processes other than this one that name ``directory`` in their command line, work in it,
+    or have their ``AIRFLOW_HOME`` in it: what a test that owns ``directory`` must not leave behind."""
+    root = Path(directory)
+
+    def uses(proc: psutil.Process) -> bool:
+        if proc.pid == os.getpid():
+            return False
+        if str(root) in " ".join(proc.cmdline()) or Path(proc.cwd()).is_relative_to(root):
+            return True
+        home = proc.environ().get("AIRFLOW_HOME")
+        return home is not None and Path(home).is_relative_to(root)
+    return live_processes(uses)
 
 
 # -- stopping -----------------------------------------------------------------------------------
@@ -191,10 +228,13 @@ def stop_processes(find: Callable[[], list[psutil.Process]], grace: float, *, gr
                    kill_wait: float = 10.0) -> list[psutil.Process]:
     """SIGTERM, up to ``grace`` seconds, then SIGKILL: to the process ``groups`` and all ``find`` returns.
 
-    ``find`` is asked again while waiting, so a process that appears while the others stop is caught
-    too; a process in one of ``groups`` gets the group's signal only. ``reap`` collects the exit status
-    of the caller's own children (else they linger as zombies); ``on_kill`` hears which processes
-    outlived the grace period. Returns what is still alive after SIGKILL and ``kill_wait`` seconds.
+    ``find`` is asked again every 0.2 s while waiting, and a process it returns for the first time
+    gets the signal of the moment too: one forked while the others stop (a task a supervisor was
+    starting) is stopped with them, not left for the SIGKILL or missed. Done when two listings in a
+    row (50 ms apart) find nothing. A process in one of ``groups`` gets the group's signal only.
+    ``reap`` collects the exit status of the caller's own children (else they linger as zombies);
+    ``on_kill`` hears which processes outlived the grace period. Returns what is still alive after
+    SIGKILL and ``kill_wait`` seconds.
     """
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
         pending = find()
@@ -203,13 +243,20 @@ def stop_processes(find: Callable[[], list[psutil.Process]], grace: float, *, gr
         if sig == signal.SIGKILL and on_kill is not None:
             on_kill(pending)
         _send(sig, groups, pending)
+        signalled = set(pending)
+        empty_listings = 0
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if reap is not None:
                 reap()
-            if not find():
+            pending = find()
+            new = [proc for proc in pending if proc not in signalled]
+            _send(sig, (), new)
+            signalled.update(new)
+            empty_listings = 0 if pending else empty_listings + 1
+            if empty_listings == 2:
                 return []
-            time.sleep(0.2)
+            time.sleep(0.2 if pending else 0.05)
     if reap is not None:
         reap()
     return find()

@@ -11,8 +11,8 @@ process group of its own, so "stop Airflow" is done here, for every process the 
 
 1. the streams first, gracefully (stop marker, so the running batch commits), with a timeout;
 2. Airflow's process group (SIGTERM, a grace period, then SIGKILL), together with every process
-   that carries this stack's id in its environment (task processes and the Spark they launched
-   left that group but inherited the variable);
+   that carries this stack's id in its environment or works in its AIRFLOW_HOME (task processes
+   and the Spark they launched left that group but inherited both);
 3. any leftover Spark application of this repo working on this stack's data directory.
 
 The run directory (``<repo>/run``, or ``WORDSTREAM_RUN_DIR``) holds ``airflow.log``, ``stack.pid``
@@ -58,6 +58,7 @@ from wordstream_dev.processes import (
     alive,
     creation_time,
     describe,
+    detached_processes_in,
     log_tail,
     names,
     port_in_use,
@@ -188,10 +189,15 @@ class Stack:
     def processes(self) -> list[psutil.Process]:
         """Every live process this stack started: Airflow's group, tasks, and Spark on our data.
 
-        Recognised by the stack id in the environment (inherited by everything Airflow forks or
-        execs, also after a task moves to a process group of its own), by Airflow's process group,
-        and by a Spark command line naming this repo's ``spark_apps`` and this stack's data directory.
-        After :meth:`stop` the last recorded stack is still checked, so a test can prove it is gone.
+        Recognised by Airflow's process group; by the stack id in the environment (inherited by
+        everything Airflow forks or execs, also after a task moves to a process group of its own);
+        by the working directory, AIRFLOW_HOME, where Airflow starts and every process it forks
+        inherits: a task process renames itself (``airflow worker -- <ti>``), which blanks the
+        environment ``/proc`` shows, and sits in a group of its own, so once its supervisor is gone
+        only that directory still tells it is ours (shells and editors with a terminal are left
+        alone); and by a Spark command line naming this repo's ``spark_apps`` and this stack's data
+        directory. After :meth:`stop` the last recorded stack is still checked, so a test can prove
+        it is gone.
         """
         state = self.recorded() or self._last_state
         found: dict[int, psutil.Process] = {}
@@ -201,6 +207,7 @@ class Stack:
         apps = str(self.spark_apps_dir) + os.sep
         data = str(self.instance.data_dir) + os.sep
         found.update((proc.pid, proc) for proc in processes_mentioning(apps, data))
+        found.update((proc.pid, proc) for proc in detached_processes_in(self.instance.airflow_home))
         if state.get("stack_id"):
             found.update((proc.pid, proc) for proc in processes_with_env(STACK_ID_ENV, state["stack_id"]))
         found.pop(os.getpid(), None)

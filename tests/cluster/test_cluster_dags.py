@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 import pytest
 from postgres_server import PostgresServer, PostgresUnavailable, server_bin_dir
-from support import processes_mentioning, reference_counts, wait_until, write_corpus
+from support import reference_counts, wait_none_left, wait_until, write_corpus
 
 from wordstream import control, results
 from wordstream.settings import ENGINES, Engine, Settings
@@ -166,8 +166,7 @@ def cluster_leftovers(cluster: LocalCluster) -> list[str]:
 
 
 def assert_nothing_left(cluster: LocalCluster, settings: Settings) -> None:
-    wait_until(lambda: not processes_mentioning(str(settings.data_dir)), 60,
-               "the drivers (spark-submit JVM and Python) to exit")
+    wait_none_left(settings.data_dir, timeout=60)  # the drivers: spark-submit's JVM and Python
     wait_until(lambda: not cluster_leftovers(cluster), 60, "the cluster to have no application or executor")
 
 

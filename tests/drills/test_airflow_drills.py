@@ -40,8 +40,8 @@ from probes import (
 from support import (
     assert_totals_stay,
     corpus_text,
-    processes_mentioning,
     reference_counts,
+    wait_none_left,
     wait_until,
     write_corpus,
 )
@@ -104,8 +104,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         started.stop()
         assert not started.processes(), f"left running: {started.processes()}"
-        data_dir = str(started.instance.data_dir)
-        wait_until(lambda: not processes_mentioning(data_dir), 30, f"every process using {data_dir} to exit")
+        wait_none_left(root)
 
 
 @pytest.fixture(scope="module")

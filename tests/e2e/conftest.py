@@ -5,7 +5,7 @@ the last e2e test is done, so it does not idle beside the Spark tests that run a
 isolated from a developer's running ``make run``: its own AIRFLOW_HOME, data directory, run
 directory and ports, and an environment without the caller's ``AIRFLOW*`` variables (the DAG tests
 set some in-process). Stopping it fails the run if any of its processes, or any process using its
-data directory, is still alive.
+folders, is still alive.
 
 The browser of the UI test is pytest-playwright's, launched on Debian's Chromium (installed through
 apt when missing), not on a browser Playwright would download.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import group_members, processes_mentioning, wait_until
+from support import group_members, wait_none_left
 
 from wordstream_dev.airflow_api import AirflowClient
 from wordstream_dev.prerequisites import MissingPrerequisite, ensure_chromium
@@ -31,7 +31,7 @@ _running: list[Stack] = []
 
 
 def stop_and_check(stack: Stack) -> None:
-    """Stop the stack and prove nothing of it is left: by stack id, process group and data dir."""
+    """Stop the stack and prove nothing of it is left: by stack id, process group and its folders."""
     recorded = stack.recorded()
     stack.stop()
     left = stack.processes()  # still knows the stack id after stop
@@ -39,8 +39,7 @@ def stop_and_check(stack: Stack) -> None:
     group = recorded.get("airflow_pid")
     if group:
         assert not group_members(int(group)), f"Airflow's process group {group} still has members"
-    data_dir = str(stack.instance.data_dir)
-    wait_until(lambda: not processes_mentioning(data_dir), 30, f"every process using {data_dir} to exit")
+    wait_none_left(stack.instance.airflow_home, stack.instance.data_dir, stack.run_dir)
 
 
 @pytest.hookimpl(trylast=True)
