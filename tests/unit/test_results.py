@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import crash_point
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -172,28 +173,18 @@ CRASHING_COMPACTION = """
 import os, shutil, sys
 from pathlib import Path
 import pyarrow.parquet as pq
+from crash_point import die_after
 from wordstream import results
 
 output, semantics, point, allowed = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-calls = 0
-
-def dies_after(original, torn=False):
-    def wrapper(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls > allowed:
-            if torn:  # half a file, as a kill in the middle of the write leaves it
-                Path(args[1]).write_bytes(b"PAR1 torn")
-            os._exit(17)  # no finally, no cleanup: like SIGKILL
-        return original(*args, **kwargs)
-    return wrapper
-
 owner, attr = {
     "write_table": (pq, "write_table"), "fsync_file": (results, "fsync_file"),
     "write_json": (results, "write_json_atomically"), "fsync_dir": (results, "fsync_dir"),
     "os.replace": (os, "replace"), "rmtree": (shutil, "rmtree"),
 }[point]
-setattr(owner, attr, dies_after(getattr(owner, attr), torn=point == "write_table"))
+# A torn write_table leaves half a file, as a kill in the middle of the write does.
+die_after(owner, attr, allowed, last_words=(lambda *args, **kwargs: Path(args[1]).write_bytes(b"PAR1 torn"))
+          if point == "write_table" else None)
 results.compact(output, semantics, int(sys.argv[5]))
 """
 
@@ -207,7 +198,6 @@ results.compact(output, semantics, int(sys.argv[5]))
 def test_a_compaction_killed_at_any_point_leaves_exact_totals(
         tmp_path: Path, semantics: results.Semantics, point: str, allowed: int) -> None:
     import subprocess
-    import sys
 
     rng = random.Random(5)
     batches = running_batches(rng, 12) if semantics == "running-totals" else [
@@ -219,9 +209,9 @@ def test_a_compaction_killed_at_any_point_leaves_exact_totals(
     for batch_id, rows in enumerate(batches[6:], start=6):
         write(tmp_path, batch_id, rows)
 
-    died = subprocess.run([sys.executable, "-c", CRASHING_COMPACTION, str(tmp_path), semantics, point,
-                           str(allowed), "9"], capture_output=True, text=True, timeout=120)
-    assert died.returncode == 17, died.stderr  # it really died half way
+    died = subprocess.run(crash_point.script(CRASHING_COMPACTION, tmp_path, semantics, point, allowed, 9),
+                          capture_output=True, text=True, timeout=120)
+    assert died.returncode == crash_point.EXIT, died.stderr  # it really died half way
     assert results.read_totals(tmp_path, semantics) == expected
     top = results.TopKeys(tmp_path, semantics, 4)
     assert top.top() == results.ranked(expected, 4)

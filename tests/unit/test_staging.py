@@ -9,12 +9,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import crash_point
 import pytest
 
 from wordstream import control, staging
@@ -398,23 +398,13 @@ def test_unreadable_file_is_quarantined(settings: Settings) -> None:
 CRASHING_RUN = """
 import os, sys
 from pathlib import Path
+from crash_point import die_after
 from wordstream import staging
 from wordstream.ledger import Ledger
 from wordstream.settings import Settings
 
 data_dir, point, allowed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 staging.run.GROUP_FILES = int(sys.argv[4])
-calls = 0
-
-def dies_after(original):
-    def wrapper(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls > allowed:
-            os._exit(17)  # no finally, no cleanup: like SIGKILL
-        return original(*args, **kwargs)
-    return wrapper
-
 owner, attr = {
     "os.replace": (os, "replace"), "os.rename": (os, "rename"), "os.fsync": (os, "fsync"),
     "os.link": (os, "link"),
@@ -422,7 +412,7 @@ owner, attr = {
     "claim": (Ledger, "claim"), "record_published": (Ledger, "record_published"),
     "plan_move": (Ledger, "plan_move"), "finish": (Ledger, "finish"),
 }[point]
-setattr(owner, attr, dies_after(getattr(owner, attr)))
+die_after(owner, attr, allowed)
 staging.stage(Settings(data_dir=data_dir, stable_seconds=0), progress=lambda line: None, recheck_seconds=0)
 """
 
@@ -433,9 +423,9 @@ INVALID = {"latin.txt": b"caf\xe9\n", "empty.txt": b""}
 
 def crash_run(settings: Settings, point: str, allowed: int, group: int = 3) -> int:
     """Stage in a process that dies at the ``allowed + 1``-th call of ``point``; groups of ``group`` files."""
-    result = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(settings.data_dir), point, str(allowed),
-                             str(group)], capture_output=True, text=True, timeout=120)
-    assert result.returncode in (0, 17), result.stderr
+    result = subprocess.run(crash_point.script(CRASHING_RUN, settings.data_dir, point, allowed, group),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode in (0, crash_point.EXIT), result.stderr
     return result.returncode
 
 
@@ -496,7 +486,7 @@ def assert_staged_exactly_once(settings: Settings) -> None:
 def test_a_crash_anywhere_is_completed_by_the_next_run(settings: Settings, point: str, allowed: int,
                                                         group: int) -> None:
     land_crash_set(settings)
-    assert crash_run(settings, point, allowed, group) == 17  # it really died half way
+    assert crash_run(settings, point, allowed, group) == crash_point.EXIT  # it really died half way
     assert_no_partial_file_is_visible(settings)
     lines: list[str] = []
     report = run(settings, lines)
@@ -538,7 +528,7 @@ def test_cli_stage(settings: Settings, monkeypatch: pytest.MonkeyPatch,
 
 def test_a_landing_file_removed_after_a_crash_is_settled(settings: Settings) -> None:
     land(settings, "published.txt", b"made it\n")
-    assert crash_run(settings, "plan_move", 0) == 17  # published to both engines, not archived
+    assert crash_run(settings, "plan_move", 0) == crash_point.EXIT  # published to both engines, not archived
     (settings.landing / "published.txt").unlink()  # someone cleans landing by hand
     run(settings)
     [entry] = Ledger(settings.ledger).entries(5)
@@ -546,7 +536,7 @@ def test_a_landing_file_removed_after_a_crash_is_settled(settings: Settings) -> 
     assert all(list(visible(settings.watch(engine)).values()) == [b"made it\n"] for engine in ENGINES)
 
     land(settings, "never.txt", b"never published\n")
-    assert crash_run(settings, "claim", 0) == 17  # a row, no delivery yet
+    assert crash_run(settings, "claim", 0) == crash_point.EXIT  # a row, no delivery yet
     (settings.landing / "never.txt").unlink()
     run(settings)
     assert [e["name"] for e in Ledger(settings.ledger).entries(5)] == ["published.txt"]

@@ -10,12 +10,12 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import crash_point
 import pytest
 from test_staging import (
     archived,
@@ -229,35 +229,23 @@ def test_the_watcher_polls_when_the_folder_goes_away_or_inotify_is_off(settings:
 
 # -- signals and kills, in a process of its own ------------------------------------------------------
 LOOP_RUN = """
-import os, signal, sys, time
+import os, sys, time
 from pathlib import Path
+from crash_point import die_after
 from wordstream import staging
 from wordstream.ledger import Ledger
 from wordstream.settings import Settings
 
 data_dir, mode, point, allowed = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 staging.run.GROUP_FILES = 3
-armed, calls = False, 0
-
-def dies_after(original):
-    def wrapper(*args, **kwargs):
-        global calls
-        if armed:
-            calls += 1
-            if calls > allowed:
-                if mode == "term":
-                    os.kill(os.getpid(), signal.SIGTERM)
-                else:
-                    os._exit(17)  # no finally, no cleanup: like SIGKILL
-        return original(*args, **kwargs)
-    return wrapper
+armed = False
 
 owner, attr = {
     "os.replace": (os, "replace"), "os.fsync": (os, "fsync"),
     "record_published": (Ledger, "record_published"), "finish": (Ledger, "finish"),
     "stage_group": (staging.run._Run, "stage_group"),
 }[point]
-setattr(owner, attr, dies_after(getattr(owner, attr)))
+die_after(owner, attr, allowed, armed=lambda: armed, terminate=mode == "term")
 
 def progress(line):
     global armed
@@ -271,7 +259,7 @@ staging.stage_until(Settings(data_dir=data_dir, stable_seconds=0), time.time() +
 
 
 def start_loop(settings: Settings, mode: str, point: str, allowed: int) -> subprocess.Popen[str]:
-    command = [sys.executable, "-c", LOOP_RUN, str(settings.data_dir), mode, point, str(allowed)]
+    command = crash_point.script(LOOP_RUN, settings.data_dir, mode, point, allowed)
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -308,7 +296,7 @@ def test_a_kill_in_a_later_wave_is_completed_by_the_next_run(settings: Settings,
     proc = start_loop(settings, "kill", point, allowed)
     after_first_wave(proc, lambda: land_crash_set(settings))
     _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 17, err  # it died half way through the second wave
+    assert proc.returncode == crash_point.EXIT, err  # it died half way through the second wave
     assert_no_partial_file_is_visible(settings)
     run(settings)
     assert_staged_exactly_once(settings)
