@@ -11,6 +11,8 @@ bound, which the samples after the cleanup are checked against:
   above ``limit`` after the cleanup;
 * :class:`Flat` — what must not drift (memory, read times): at the end at most ``ratio`` times what
   it was right after the cleanup (medians of up to three samples at each end, never overlapping).
+  A read time that the load swings from one request to the next (the status API) is itself sampled
+  as the median of a window of requests (:func:`typical_seconds`).
 
 Everything here works on plain numbers, so the unit tests need no stack.
 """
@@ -126,6 +128,21 @@ def human(value: float, unit: str) -> str:
         return f"{value:.2f} s"
     number = f"{value:,.0f}" if value == int(value) or abs(value) >= 100 else f"{value:.3g}"
     return f"{number} {unit}"
+
+
+STATUS_READS = 5  # GETs of the status API a minute's reading is the median of
+STATUS_READ_PAUSE = 2.0  # seconds between them: the window spans about ten seconds of load
+
+
+def typical_seconds(timings: Sequence[float]) -> float:
+    """The median of the timings that succeeded (a failed request is NaN); NaN when none did.
+
+    One GET of the status API takes 0.1 s or 2 s depending on what the two busy drivers do at that
+    moment; a single one a minute would compare one moment's load with another's, not the API's
+    time at the start with its time at the end.
+    """
+    done = [t for t in timings if not math.isnan(t)]
+    return statistics.median(done) if done else float("nan")
 
 
 # -- growth ------------------------------------------------------------------------------------

@@ -76,6 +76,22 @@ def test_flat_bound_and_too_few_samples() -> None:
     assert bound_check(reads, noisy, CLEANUP_END).met is True  # one slow reading is no drift
 
 
+def test_a_status_reading_is_the_median_of_its_window_of_requests() -> None:
+    assert soak_series.typical_seconds([0.3, 2.1, 0.2, 0.4, 0.1]) == 0.3  # one GET during a busy batch
+    assert soak_series.typical_seconds([float("nan"), 0.2, 0.4]) == pytest.approx(0.3)  # a failed GET
+    assert math.isnan(soak_series.typical_seconds([float("nan")] * 3))  # a gap in the series
+    # The last soak's structured readings, one GET a minute: 0.11 s after the cleanup, 0.77 s at the
+    # end, failed the 2x bound on load alone. A window of five per minute, one of them slow at
+    # either end, keeps to the API's own time.
+    status = Series("structured_status_seconds", "status API", "s", Flat(2.0), "read time (s)")
+    windows = {minute: [0.1, 0.15, 0.2, 0.25, 2.0 if minute in (4, 6) else 0.3] for minute in range(1, 7)}
+    rows = samples({status.key: lambda minute, _f: soak_series.typical_seconds(windows[minute])})
+    assert bound_check(status, rows, CLEANUP_END).met is True
+    drifting = samples({status.key: lambda minute, _f: soak_series.typical_seconds(
+        [t * (3 if minute >= 5 else 1) for t in windows[minute]])})
+    assert bound_check(status, drifting, CLEANUP_END).met is False  # the API itself got 3x slower
+
+
 def test_totals_time_target() -> None:
     rows = samples({"structured_totals_seconds": lambda minute, _f: 0.5 if minute == 1 else 0.9})
     check = soak_series.totals_time_check(rows, CLEANUP_END, "structured")
