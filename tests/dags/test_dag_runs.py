@@ -163,24 +163,44 @@ def test_files_landed_while_a_staging_run_loops_are_staged_by_that_run(
     assert "Poking callable" not in text  # cut by AIRFLOW__LOGGING__NAMESPACE_LEVELS
 
 
+STREAM_TIMEOUT = 30  # s after the query started: the 5 files took 8 s alone, 11-13 s side by side
+
+
 def test_stream_dag_with_timeout_counts_exactly(airflow: dict[str, str], settings: Settings,
                                                 tmp_path: Path) -> None:
     """Files staged by the staging DAG, counted by each streaming DAG: structured words at a decimal
     interval, two files per trigger, and DStream the tutorial's whole lines at the interval its
     trigger form offers (the tutorial's 1 s) with a remember window of its own: the Params reach the
-    application's command line and its status."""
+    application's command line and its status. The two DAG runs overlap, each with its own log."""
     corpus = write_corpus(tmp_path / "corpus", files=5, seed=31)
     for path in corpus:
         (settings.landing / path.name).write_bytes(path.read_bytes())
     run_dag(airflow, "stage_incoming_files", tmp_path / "stage.log")
-    confs: dict[str, dict[str, object]] = {
+    confs: dict[Engine, dict[str, object]] = {
         "structured": {"keys": "words", "batch_seconds": 0.5, "max_files_per_trigger": 2},
         "dstream": {"keys": "lines", "remember_seconds": 30}}
-    flags = {"structured": "--keys words --batch-seconds 0.5 --timeout 45 --max-files-per-trigger 2 ",
-             "dstream": "--keys lines --batch-seconds 1 --timeout 45 --remember-seconds 30"}
+    flags = {"structured": f"--keys words --batch-seconds 0.5 --timeout {STREAM_TIMEOUT} "
+                           "--max-files-per-trigger 2 ",
+             "dstream": f"--keys lines --batch-seconds 1 --timeout {STREAM_TIMEOUT} --remember-seconds 30"}
+    runs: dict[Engine, subprocess.Popen[bytes]] = {}
+    try:
+        for engine, conf in confs.items():
+            params = {**conf, "timeout_seconds": STREAM_TIMEOUT}
+            runs[engine] = dags_test(airflow, stream_dag_id(engine), params, tmp_path / f"{engine}.log")
+            # The next `dags test` starts once this one has written its runs' rows (both DAGs come
+            # from one file): two writing them into one SQLite database at once could collide.
+            wait_until(lambda engine=engine: runs[engine].poll() is not None or control.read_status(
+                settings.state, engine).get("state") in ("starting", "running"), 240, f"{engine} to start")
+        for run in runs.values():
+            run.wait(timeout=300)
+    finally:
+        for run in runs.values():
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait(timeout=30)
     for engine, conf in confs.items():
-        log = tmp_path / f"{engine}.log"
-        text = run_dag(airflow, f"stream_{engine}", log, {**conf, "timeout_seconds": 45})
+        text = (tmp_path / f"{engine}.log").read_text(errors="replace")
+        assert runs[engine].returncode == 0, text[-4000:]
         assert flags[engine] in text, engine
         totals = results.read_totals(settings.output(engine), results.SEMANTICS[engine])
         assert totals == reference_counts(corpus, str(conf["keys"])), engine
