@@ -12,7 +12,8 @@ process group of its own, so "stop Airflow" is done here, for every process the 
 1. the streams first, gracefully (stop marker, so the running batch commits), with a timeout;
 2. Airflow's process group (SIGTERM, a grace period, then SIGKILL), together with every process
    that carries this stack's id in its environment or works in its AIRFLOW_HOME (task processes
-   and the Spark they launched left that group but inherited both);
+   and the Spark they launched left that group but inherited both); task processes get a SIGINT
+   first, as Airflow's own supervisor does (they carry on after a SIGTERM);
 3. any leftover Spark application of this repo working on this stack's data directory.
 
 The run directory (``<repo>/run``, or ``WORDSTREAM_RUN_DIR``) holds ``airflow.log``, ``stack.pid``
@@ -343,6 +344,7 @@ class Stack:
                 self.progress(f"{len(left)} processes still running after {self.grace_seconds:g} s "
                               f"({names(left)}): killing")
 
+            self._interrupt_tasks(int(state.get("airflow_pid", 0)))
             left = stop_processes(self.processes, self.grace_seconds, reap=self._reap, on_kill=killing,
                                   groups=[leader.pid] if leader is not None else [])
             if left:
@@ -351,6 +353,21 @@ class Stack:
             control.clear_stop(self.settings.state, engine, token)
         self.state_file.unlink(missing_ok=True)
         self.progress("stack stopped: no process left running")
+
+    def _interrupt_tasks(self, airflow_group: int) -> None:
+        """SIGINT to the task processes: those working in AIRFLOW_HOME outside Airflow's group.
+
+        Airflow 3.3's task runner answers SIGTERM by calling the operator's ``on_kill`` and going on,
+        so a sensor would keep poking until the SIGKILL after the grace period (and, were its
+        supervisor gone first, to the end of its timeout). SIGINT, the first signal Airflow's own
+        supervisor sends a task it stops, ends it.
+        """
+        for proc in detached_processes_in(self.instance.airflow_home):
+            try:
+                if os.getpgid(proc.pid) != airflow_group:
+                    proc.send_signal(signal.SIGINT)
+            except (psutil.Error, ProcessLookupError):
+                continue
 
     def _stop_streams(self) -> dict[Engine, str]:
         """Ask every running engine on our data to stop after its batch; the requests' tokens."""

@@ -27,6 +27,8 @@ RENAMED = ("import setproctitle, time\n"
            "print('ready', flush=True)\n"
            "time.sleep(600)\n")
 PLAIN = "import time; print('ready', flush=True); time.sleep(600)"
+# And its answer to SIGTERM: the operator's on_kill, then on with the task (a sensor keeps poking).
+TASK_RUNNER = "import signal\nsignal.signal(signal.SIGTERM, lambda signum, frame: None)\n" + RENAMED
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -79,15 +81,16 @@ def recorded_stack(tmp_path: Path, messages: list[str]) -> Stack:
 
 def test_stop_ends_a_task_process_that_only_its_working_directory_ties_to_the_stack(
         tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> None:
-    """A task process in a session of its own, renamed, without the stack id: its cwd is the home."""
+    """A task process in a session of its own, renamed, without the stack id: its cwd is the home.
+    Like Airflow's task runner it carries on after a SIGTERM: the SIGINT Airflow would send ends it."""
     messages: list[str] = []
     stack = recorded_stack(tmp_path, messages)
-    orphan = start_renamed(started, stack.instance.airflow_home)
+    orphan = start_renamed(started, stack.instance.airflow_home, script=TASK_RUNNER)
 
     assert [proc.pid for proc in stack.processes()] == [orphan.pid]
     stack.stop()
 
-    assert orphan.wait(timeout=30) == -signal.SIGTERM, "stopped by SIGTERM within the grace period"
+    assert orphan.wait(timeout=30) == -signal.SIGINT, "ended by SIGINT, not by the SIGKILL after the grace"
     assert not stack.processes()
     assert not stack.state_file.exists()
     assert "stack stopped: no process left running" in messages
