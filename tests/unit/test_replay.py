@@ -10,9 +10,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import crash_point
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -274,6 +276,47 @@ def test_a_reset_killed_during_the_replay_then_run_again_feeds_each_original_onc
     fed = [r for r in ledger_rows(settings, "dstream") if r[2] == epoch]
     assert sorted(r[0] for r in fed) == sorted(sha(data) for data in FILES.values())
     assert {r[5] for r in fed} == {"published"}
+    assert list(settings.landing.iterdir()) == []
+
+
+# The real reset in a process of its own that dies in a give-back, after the copy of a shared watch
+# file reached landing and before its watch name was removed: both names are left.
+KILLED_GIVE_BACK = """
+import sys
+import crash_point
+from wordstream.maintenance import reset, reset_engine
+from wordstream.settings import Settings
+
+crash_point.die_after(reset, "copy_atomically", 1, last_words=reset.copy_atomically)
+reset_engine(Settings.from_env(), "dstream", wait_timeout=1, progress=print)
+"""
+
+
+def test_a_reset_killed_between_a_give_back_copy_and_its_unlink_counts_each_file_once(
+        settings: Settings) -> None:
+    land(settings, FILES)
+    stage(settings)  # nothing processed: a reset gives every file back, each shared with structured
+    run = subprocess.run(crash_point.script(KILLED_GIVE_BACK), capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "WORDSTREAM_DATA_DIR": str(settings.data_dir)})
+    assert run.returncode == crash_point.EXIT, run.stdout + run.stderr
+    # the first file given back whole, the second copied to landing and still in the watch folder
+    assert len(list(settings.landing.iterdir())) == 2
+    assert len(watch_contents(settings, "dstream")) == len(FILES) - 1
+
+    report = reset_engine(settings, "dstream", wait_timeout=1, progress=lambda _line: None)
+
+    assert report.resumed
+    assert watch_contents(settings, "dstream") == []
+    given_back = Counter(p.read_bytes() for p in settings.landing.iterdir())
+    assert set(given_back) == set(FILES.values()) and sorted(given_back.values()) == [1, 1, 1, 2]
+    assert watch_contents(settings, "structured") == sorted(FILES.values())  # its own files, intact
+    report_after = stage(settings)
+    assert (report_after.staged, report_after.duplicates) == (len(FILES), 1)
+    assert watch_contents(settings, "dstream") == sorted(FILES.values())  # each content once
+    epoch = Ledger(settings.ledger).current_epoch("dstream").name
+    fed = [r for r in ledger_rows(settings, "dstream") if r[2] == epoch]
+    assert sorted(r[0] for r in fed) == sorted(sha(data) for data in FILES.values())
+    assert watch_contents(settings, "structured") == sorted(FILES.values())  # not published again
     assert list(settings.landing.iterdir()) == []
 
 
