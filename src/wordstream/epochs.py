@@ -43,7 +43,7 @@ def epoch_outputs(settings: Settings, engine: Engine) -> dict[str, Path]:
         if epoch_engine(entry.name) == engine and entry.is_dir(follow_symlinks=False):
             outputs[entry.name] = Path(entry.path) / "output"
     if settings.ledger.exists():
-        outputs[Ledger(settings.ledger).current_epoch(engine).name] = settings.output(engine)
+        outputs[Ledger(settings.ledger).current_epoch(engine)] = settings.output(engine)
     return outputs
 
 

@@ -97,7 +97,7 @@ def test_returned_delivery_and_original_name(ledger: Ledger) -> None:
     published(ledger, name="orig name.txt")
     watch_name = f"{SHA[:16]}-orig name.txt"
     assert ledger.original_name("dstream", watch_name) == "orig name.txt"
-    old = ledger.current_epoch("dstream").name
+    old = ledger.current_epoch("dstream")
     assert ledger.mark_returned("dstream", watch_name, "dstream-next") == 1
     assert "dstream" not in ledger.deliveries(SHA)  # returned to the next epoch, not started yet
     assert ledger.start_epoch("dstream", old, "dstream-next")
@@ -130,7 +130,7 @@ def test_summary_entries_and_quarantine_reasons(ledger: Ledger) -> None:
     entries = ledger.entries(10)
     assert [entry["name"] for entry in entries] == ["bad.bin", "a.txt"]
     assert entries[1]["deliveries"]["structured"] == {
-        "state": "published", "batch": None, "epoch": ledger.current_epoch("structured").name}
+        "state": "published", "batch": None, "epoch": ledger.current_epoch("structured")}
     assert [entry["name"] for entry in ledger.entries(10, status="staged")] == ["a.txt"]
     assert ledger.latest_quarantine(5)[0]["reason"] == "binary: NUL byte at offset 0"
     assert ledger.latest_quarantine(5)[0]["moved_to"] == "quarantine/2-bad.bin"

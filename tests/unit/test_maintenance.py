@@ -143,7 +143,7 @@ def test_reset_stops_the_driver_gives_back_unprocessed_files_and_rotates(
     assert list(settings.watch("dstream").iterdir()) == []
     # unprocessed files are back in landing under their original names, byte for byte
     assert visible(settings.landing) == {"three.txt": b"3 3 3\n", "four.txt": b"4\n"}
-    assert report.rotated_to is not None and report.epoch == ledger.current_epoch("dstream").name
+    assert report.rotated_to is not None and report.epoch == ledger.current_epoch("dstream")
     # the old epoch (named as its rotated folder) keeps what it counted; the new one gets the rest
     assert epoch_states(settings, "dstream", Path(report.rotated_to).name) == {
         b"one\n": "processed", b"two two\n": "processed"}

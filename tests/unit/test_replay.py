@@ -96,7 +96,7 @@ def test_select_replay_keeps_the_oldest_row_of_each_content_landed_at_or_after_s
 # -- the ledger --------------------------------------------------------------------------------------
 def test_dedupe_is_per_epoch_and_an_older_epoch_is_never_changed(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    first = ledger.current_epoch("dstream").name
+    first = ledger.current_epoch("dstream")
     owner = ledger.begin("a.txt", "s" * 64, 3)
     for engine in ENGINES:
         ledger.claim(owner.id, "s" * 64, engine, "w.txt")
@@ -152,7 +152,7 @@ def test_a_ledger_of_the_old_schema_is_migrated_on_first_open(tmp_path: Path) ->
     with sqlite3.connect(path) as conn:
         conn.executescript(OLD_SCHEMA)
     ledger = Ledger(path)
-    current = {engine: ledger.current_epoch(engine).name for engine in ENGINES}
+    current = {engine: ledger.current_epoch(engine) for engine in ENGINES}
     delivered = ledger.deliveries("aaaa")
     assert {engine: (d.state, d.batch, d.epoch, d.file_id, d.watch_name)
             for engine, d in delivered.items()} == {
@@ -164,7 +164,7 @@ def test_a_ledger_of_the_old_schema_is_migrated_on_first_open(tmp_path: Path) ->
     row = ledger.begin("a.txt", "aaaa", 5)
     ledger.claim(row.id, "aaaa", "structured", "w-a.txt")
     assert ledger.deliveries("aaaa")["structured"].epoch == "structured-next"
-    assert Ledger(path).current_epoch("dstream").name == current["dstream"]  # opened again: no change
+    assert Ledger(path).current_epoch("dstream") == current["dstream"]  # opened again: no change
     with sqlite3.connect(path) as conn:
         indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         count = conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
@@ -200,7 +200,7 @@ def test_reset_with_replay_feeds_each_archived_content_to_that_engine_only(setti
     assert [r for r in rows_before if r not in rows_after] == []
     assert [r[0] for r in rows_after if r not in rows_before] == [sha(b"brand new\n")]
     assert watch_contents(settings, "structured") == sorted([*watch_before, b"brand new\n"])
-    assert Ledger(settings.ledger).current_epoch("dstream").name == report.epoch
+    assert Ledger(settings.ledger).current_epoch("dstream") == report.epoch
     assert len(Ledger(settings.ledger).unprocessed("dstream")) == len(FILES) + 1
     assert stage(settings).staged == 0 and list(settings.landing.iterdir()) == []
 
@@ -272,7 +272,7 @@ def test_a_reset_killed_during_the_replay_then_run_again_feeds_each_original_onc
     assert report.replayed == len(FILES) - 1 and report.replay_skipped == 1
     stage(settings)
     assert watch_contents(settings, "dstream") == sorted(FILES.values())  # each content once
-    epoch = Ledger(settings.ledger).current_epoch("dstream").name
+    epoch = Ledger(settings.ledger).current_epoch("dstream")
     fed = [r for r in ledger_rows(settings, "dstream") if r[2] == epoch]
     assert sorted(r[0] for r in fed) == sorted(sha(data) for data in FILES.values())
     assert {r[5] for r in fed} == {"published"}
@@ -313,7 +313,7 @@ def test_a_reset_killed_between_a_give_back_copy_and_its_unlink_counts_each_file
     report_after = stage(settings)
     assert (report_after.staged, report_after.duplicates) == (len(FILES), 1)
     assert watch_contents(settings, "dstream") == sorted(FILES.values())  # each content once
-    epoch = Ledger(settings.ledger).current_epoch("dstream").name
+    epoch = Ledger(settings.ledger).current_epoch("dstream")
     fed = [r for r in ledger_rows(settings, "dstream") if r[2] == epoch]
     assert sorted(r[0] for r in fed) == sorted(sha(data) for data in FILES.values())
     assert watch_contents(settings, "structured") == sorted(FILES.values())  # not published again

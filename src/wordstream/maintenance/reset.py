@@ -149,7 +149,7 @@ def _reset_stopped(settings: Settings, engine: Engine, report: ResetReport, prog
     plan = read_journal(journal)
     report.resumed = plan is not None
     if plan is None:
-        ending = ledger.current_epoch(engine).name
+        ending = ledger.current_epoch(engine)
         plan = {"engine": engine, "epoch": str(settings.rotated / ending),
                 "next_epoch": _next_epoch_name(settings, engine, ending), "replay": str(replay),
                 "started_at": control.utc_now()}
@@ -164,10 +164,10 @@ def _reset_stopped(settings: Settings, engine: Engine, report: ResetReport, prog
     replay = parse_replay(str(plan.get("replay", "none")))
     report.replay, report.epoch = str(replay), str(plan.get("next_epoch") or "")
     if not report.epoch:  # a journal written before epochs were named
-        ending = ledger.current_epoch(engine).name
+        ending = ledger.current_epoch(engine)
         report.epoch = plan["next_epoch"] = _next_epoch_name(settings, engine, ending)
         write_json_atomically(journal, plan)
-    if ledger.current_epoch(engine).name != report.epoch:
+    if ledger.current_epoch(engine) != report.epoch:
         _rotate(settings, engine, epoch, report, journal, ledger)
     report.rotated_to = str(epoch) if epoch.exists() else None
     control.write_status(
@@ -198,7 +198,7 @@ def _rotate(settings: Settings, engine: Engine, epoch: Path, report: ResetReport
         raise ResetError(f"cannot tell which files {engine} processed: {error}; nothing was "
                          "changed") from None
     report.uncommitted_removed = commits.discard_uncommitted(engine, checkpoint, output)
-    ending = ledger.current_epoch(engine).name
+    ending = ledger.current_epoch(engine)
     ledger.reconcile(engine, processed, commits.watch_names(settings.watch(engine)), as_of)
     assert report.epoch is not None
     empty_watch(settings, engine, processed, report, report.epoch)

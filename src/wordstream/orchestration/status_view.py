@@ -116,7 +116,7 @@ def _ledger_view(settings: Settings, engine: Engine, notes: list[str]) -> dict[s
         summary = ledger.summary()
         quarantine = ledger.latest_quarantine(QUARANTINE_SHOWN)
         unprocessed = ledger.unprocessed(engine)
-        epoch = ledger.current_epoch(engine).name
+        epoch = ledger.current_epoch(engine)
     except sqlite3.Error as error:
         _LEDGERS.pop(settings.ledger, None)
         notes.append(f"The ledger could not be read: {error}.")
