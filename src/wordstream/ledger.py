@@ -586,14 +586,14 @@ class Ledger:
         return True
 
     # -- replay ----------------------------------------------------------------------------------
-    def archived_files(self, since: str | None = None) -> list[FileRow]:
+    def archived_files(self) -> list[FileRow]:
         """Finished file rows whose original went to the archive (``staged`` or ``duplicate``),
-        landed at or after ``since`` (ISO UTC; None: all), oldest first."""
+        oldest first; a replay chooses its range from them
+        (:func:`~wordstream.maintenance.replay.select_replay`)."""
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT * FROM files WHERE status IN ('staged', 'duplicate') AND sha256 IS NOT NULL"
-                " AND moved_to LIKE 'archive/%' AND (? IS NULL OR landed_at >= ?) ORDER BY id",
-                (since, since)).fetchall()
+                " AND moved_to LIKE 'archive/%' ORDER BY id").fetchall()
         return [_file_row(row) for row in rows]
 
     def delivery_in(self, sha256: str, engine: str, epoch: str) -> Delivery | None:

@@ -22,8 +22,8 @@ written in place; a ``replay-`` name in landing is the feed's own, for no produc
 
 **Exactly once, resumable.** A content the new epoch already has (fed earlier, or landed meanwhile)
 is skipped: dedupe is per epoch. Each step is safe to repeat: a reset killed during the replay is
-finished by running it again (its journal keeps the choice), which copies what was announced but
-not copied yet (the announcement names the landing copy's watch name) and skips the rest.
+finished by running it again (its journal keeps the choice), which links what was announced but
+not linked yet (the announcement names the landing file's watch name) and skips the rest.
 """
 
 from __future__ import annotations
